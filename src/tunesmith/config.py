@@ -1,0 +1,199 @@
+"""The run configuration: one typed schema, loaded from YAML and overridden by CLI flags.
+
+Every field carries its help text (it becomes the CLI ``--help``). Validation happens when the
+config loads and reports every problem at once, each naming the key, the value and what is allowed.
+Field names are unique across sections so each one maps to one flat CLI flag
+(``training.lr`` -> ``--lr``, ``data.text_col`` -> ``--text-col``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tunesmith.errors import UserError
+
+TaskName = Literal["classify"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the examples come from and how they are split."""
+
+    train: str = Field(
+        "sms_spam", description="training data: a CSV/TSV/JSONL/Parquet file or a packaged dataset name (see `tunesmith data list`)"
+    )
+    eval: str | None = Field(None, description="evaluation file; when absent, a seeded stratified split of the training data is held out")
+    text_col: str | None = Field(
+        None, description="column holding the text; detected from common names (text, sentence, message, ...) when absent"
+    )
+    label_col: str | None = Field(
+        None, description="column holding the label; detected from common names (label, class, target, ...) when absent"
+    )
+    eval_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="share of the training data held out for evaluation when no eval file is given"
+    )
+    dedupe: bool = Field(True, description="drop exact-duplicate texts before splitting (keeps the first occurrence)")
+    encoding: str = Field("utf-8", description="text encoding of CSV/TSV/JSONL files")
+    max_length: int = Field(128, ge=8, le=8192, description="maximum tokens per text; longer texts are truncated")
+
+
+class ModelConfig(_Section):
+    """Which model to fine-tune and how much of it."""
+
+    model: str = Field(
+        "minilm", description="registry name (see `tunesmith models list`), a local Hugging Face model directory, or a hub id"
+    )
+    method: Literal["full", "lora", "freeze"] = Field(
+        "full", description="full: train every weight; lora: low-rank adapters (PEFT); freeze: train the head only"
+    )
+    lora_r: int = Field(8, ge=1, description="LoRA rank")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling alpha")
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on the LoRA branch")
+    lora_merge: bool = Field(True, description="merge LoRA adapters into the saved model (plain transformers can load it)")
+    dropout: float | None = Field(None, ge=0.0, lt=1.0, description="override the model's hidden and attention dropout")
+
+
+class TrainingConfig(_Section):
+    """Optimisation, regularisation and stopping."""
+
+    epochs: float = Field(3.0, gt=0, description="passes over the training data")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
+    batch_size: int = Field(16, ge=1, description="examples per device per step")
+    eval_batch_size: int = Field(64, ge=1, description="examples per batch at evaluation and prediction")
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps (effective batch = batch_size x grad_accum)")
+    lr: float = Field(5e-5, gt=0, le=1.0, description="peak learning rate of the encoder")
+    head_lr: float | None = Field(None, gt=0, le=1.0, description="learning rate of the new task head; defaults to lr")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and LayerNorm)")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps spent warming up the learning rate")
+    scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="learning-rate schedule after warm-up")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy loss")
+    class_weights: Literal["none", "auto"] = Field(
+        "none", description="auto: weight the loss by inverse class frequency (for unbalanced labels)"
+    )
+    early_stopping: int | None = Field(
+        2, ge=1, description="stop after this many evaluations without improvement (patience); null disables"
+    )
+    metric: Literal["accuracy", "macro_f1", "weighted_f1", "micro_f1"] = Field(
+        "macro_f1", description="eval metric used for early stopping and picking the best checkpoint"
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast where the CPU/GPU supports it, else fp32"
+    )
+    group_by_length: bool = Field(True, description="batch texts of similar length together (less padding, much faster)")
+    seed: int = Field(42, description="seed for splits, initialisation and data order")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch; default: all cores, one less if the machine is busy")
+
+
+class RunConfig(_Section):
+    """A whole run: task, data, model, training and where to write it."""
+
+    task: TaskName = Field("classify", description="what to fine-tune for")
+    out: str | None = Field(None, description="run directory to write; default runs/<task>-<dataset>-<time>")
+    resume: bool = Field(False, description="continue from the last complete checkpoint in the run directory")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.data.eval is not None and self.data.eval == self.data.train:
+            raise ValueError("`data.eval` is the same file as `data.train`; give a separate eval file or omit it for a held-out split")
+        return self
+
+
+SECTIONS: dict[str, type[_Section]] = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig}
+
+
+def flat_fields() -> dict[str, tuple[str | None, Any]]:
+    """Map each flat key (``lr``) to its section (``training``) and pydantic field info.
+
+    Top-level keys map to section ``None``. Raises if two sections share a name, which would make
+    the CLI flag ambiguous.
+    """
+    fields: dict[str, tuple[str | None, Any]] = {}
+    for name, info in RunConfig.model_fields.items():
+        if name not in SECTIONS:
+            fields[name] = (None, info)
+    for section, cls in SECTIONS.items():
+        for name, info in cls.model_fields.items():
+            if name in fields:
+                raise RuntimeError(f"config key {name!r} appears in two sections; CLI flags would be ambiguous")
+            fields[name] = (section, info)
+    return fields
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            section = e["loc"][0] if len(e["loc"]) > 1 else None
+            known = list(SECTIONS[section].model_fields if section in SECTIONS else RunConfig.model_fields)
+            close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
+            hint = f"; did you mean `{close[0]}`?" if close else f"; known keys: {', '.join(known)}"
+            lines.append(f"  `{loc}` is not a config key{hint}")
+            continue
+        msg = e["msg"].replace("Value error, ", "")
+        if loc:
+            lines.append(f"  `{loc}`: {msg}, got {e['input']!r}")
+        else:
+            lines.append(f"  {msg}")
+    n = len(lines)
+    return f"{source} has {n} invalid setting{'s' if n > 1 else ''}:\n" + "\n".join(lines)
+
+
+def build_config(base: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None, source: str = "config") -> RunConfig:
+    """Validate a nested config dict, with flat overrides (``{"lr": 1e-4}``) applied on top.
+
+    Raises:
+        UserError: listing every invalid key with its value and what is allowed.
+    """
+    data: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (base or {}).items()}
+    fields = flat_fields()
+    for key, value in (overrides or {}).items():
+        section, _ = fields[key]
+        if section is None:
+            data[key] = value
+        else:
+            sect = data.setdefault(section, {})
+            if not isinstance(sect, dict):
+                raise UserError(f"{source}: `{section}` must be a mapping of keys, got {sect!r}")
+            sect[key] = value
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise UserError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply flat overrides."""
+    base: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise UserError(f"config file not found: {p}; pass an existing YAML file (see examples/)")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise UserError(f"{p} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise UserError(f"{p} must hold a mapping of config keys (task, data, model, training), got a {type(loaded).__name__}")
+        base = loaded
+    return build_config(base, overrides, source)
+
+
+def dump_config(config: RunConfig) -> str:
+    """The fully resolved config as YAML, reloadable with :func:`load_config`."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

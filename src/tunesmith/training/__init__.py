@@ -1,0 +1,1 @@
+"""The training run: Trainer wiring, methods (full/LoRA/freeze), callbacks, checkpoints, run directory."""

@@ -1,0 +1,75 @@
+"""Fine-tuning methods (full, LoRA, freeze) and the optimizer's parameter groups."""
+
+from __future__ import annotations
+
+import torch
+
+from tunesmith.config import ModelConfig, TrainingConfig
+
+
+def apply_dropout(config, dropout: float | None) -> None:
+    """Override hidden and attention dropout on a model config before the model is built."""
+    if dropout is None:
+        return
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout", "classifier_dropout"):
+        if hasattr(config, key):
+            setattr(config, key, dropout)
+
+
+def is_head_parameter(name: str, base_prefix: str) -> bool:
+    """True for parameters of the task head, i.e. outside the pre-trained body (``bert.``...)."""
+    return f".{base_prefix}." not in f".{name}"
+
+
+def apply_method(model: torch.nn.Module, cfg: ModelConfig, task_type: str = "SEQ_CLS") -> torch.nn.Module:
+    """Make only the parameters the method trains require gradients; wrap with PEFT for LoRA."""
+    if cfg.method == "freeze":
+        for name, param in model.named_parameters():
+            param.requires_grad = is_head_parameter(name, model.base_model_prefix)
+        return model
+    if cfg.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            task_type=task_type,
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules="all-linear",
+        )
+        return get_peft_model(model, lora)
+    return model
+
+
+def unwrap_for_saving(model: torch.nn.Module, cfg: ModelConfig) -> torch.nn.Module:
+    """The model to save: LoRA adapters merged into the weights unless the user keeps them apart."""
+    if cfg.method == "lora" and cfg.lora_merge:
+        return model.merge_and_unload()
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}
+
+
+def build_optimizer(model: torch.nn.Module, training: TrainingConfig, base_prefix: str) -> torch.optim.Optimizer:
+    """AdamW with four groups: body/head x decay/no-decay.
+
+    Biases and normalisation weights (1-D tensors) get no weight decay; the freshly initialised head
+    can take its own, usually larger, learning rate (``training.head_lr``).
+    """
+    head_lr = training.head_lr or training.lr
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        key = (is_head_parameter(name, base_prefix), param.ndim >= 2)
+        groups.setdefault(key, []).append(param)
+    param_groups = [
+        {"params": params, "lr": head_lr if is_head else training.lr, "weight_decay": training.weight_decay if decay else 0.0}
+        for (is_head, decay), params in sorted(groups.items())
+    ]
+    fused = all(p.is_floating_point() for g in param_groups for p in g["params"])
+    return torch.optim.AdamW(param_groups, lr=training.lr, fused=fused)
