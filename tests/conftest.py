@@ -19,8 +19,7 @@ def make_tiny_model(path: Path, num_layers: int = 2) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,!?'")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *SPAM_WORDS, *HAM_WORDS, *letters, *[f"##{c}" for c in letters]]
-    (path / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab={tok: i for i, tok in enumerate(dict.fromkeys(vocab))}, do_lower_case=True)
     config = BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from tunesmith.errors import UserError
 
-out = Console()
+out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 

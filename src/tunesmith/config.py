@@ -130,6 +130,25 @@ def flat_fields() -> dict[str, tuple[str | None, Any]]:
     return fields
 
 
+# names other tools use for the same settings, so a migrating user is told the tunesmith key
+ALIASES = {
+    "learning_rate": "lr",
+    "num_train_epochs": "epochs",
+    "num_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "eval_batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "model_name_or_path": "model",
+    "model_name": "model",
+    "lr_scheduler_type": "scheduler",
+    "label_smoothing_factor": "label_smoothing",
+    "early_stopping_patience": "early_stopping",
+    "output_dir": "out",
+    "max_seq_length": "max_length",
+    "finetuning_type": "method",
+}
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
@@ -137,7 +156,8 @@ def _format_errors(err: ValidationError, source: str) -> str:
         if e["type"] == "extra_forbidden":
             section = e["loc"][0] if len(e["loc"]) > 1 else None
             known = list(SECTIONS[section].model_fields if section in SECTIONS else RunConfig.model_fields)
-            close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
+            key = str(e["loc"][-1])
+            close = [ALIASES[key]] if key in ALIASES else difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean `{close[0]}`?" if close else f"; known keys: {', '.join(known)}"
             lines.append(f"  `{loc}` is not a config key{hint}")
             continue

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> dict[str, Any]:
@@ -21,6 +20,8 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
     Returns:
         A JSON-serialisable dict; ``confusion_matrix[i][j]`` counts gold ``labels[i]`` predicted as ``labels[j]``.
     """
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
     ids = list(range(len(labels)))
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)

@@ -8,6 +8,8 @@ package's install location without importing it.
 from __future__ import annotations
 
 import importlib.util
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,7 +101,40 @@ def resolve_model(ref: str) -> str:
     looks_like_path = ref.startswith((".", "/", "~")) or ref.count("/") > 1
     if looks_like_path:
         raise UserError(f"model directory not found: {ref}; pass an existing directory or a registry name ({', '.join(MODELS)})")
-    return ref  # a hub id; loading reports clearly if no hub is reachable
+    _check_hub_reachable(ref)
+    return ref
+
+
+def _hub_endpoint() -> tuple[str, int]:
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    return url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+
+
+def _check_hub_reachable(ref: str, timeout: float = 3.0) -> None:
+    """Fail in seconds, not after a minute of retries, when a hub id cannot be fetched.
+
+    A model already in the local Hugging Face cache needs no network.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(ref, "config.json"), str):
+        return
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    reason = "HF_HUB_OFFLINE is set"
+    if not offline:
+        host, port = _hub_endpoint()
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            return
+        except OSError as exc:
+            reason = f"{host} is unreachable: {exc}"
+    raise UserError(
+        f"could not load model {ref!r}: it is not a registry name ({', '.join(MODELS)}) nor a local directory, "
+        f"and as a hub id it is not in the local cache while {reason}. "
+        "Pass a local Hugging Face model directory or a registry name (see `tunesmith models list`)."
+    )
 
 
 def load_failure(ref: str, exc: Exception) -> UserError:

@@ -20,7 +20,6 @@ from tunesmith.config import RunConfig, build_config, dump_config, load_config
 from tunesmith.errors import UserError
 from tunesmith.models import load_failure, resolve_model
 from tunesmith.tasks import classify
-from tunesmith.training import callbacks as cb
 from tunesmith.training import hardware, methods
 from tunesmith.training.rundir import (
     CHECKPOINTS,
@@ -129,8 +128,6 @@ def train(config: RunConfig | dict[str, Any] | None = None, *, console: Console 
     Raises:
         UserError: on invalid config or data, before anything is written.
     """
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, Trainer, set_seed
-
     from tunesmith.run import Run
 
     if isinstance(config, RunConfig):
@@ -138,17 +135,22 @@ def train(config: RunConfig | dict[str, Any] | None = None, *, console: Console 
     else:
         config = build_config(config or {}, overrides)
     console = console or Console(stderr=True)
-    quiet_transformers()
     config, run_dir = _resolve_run_dir(config)
     t = config.training
+    # data first: most user mistakes are in the data, and they should be reported in a second,
+    # before the heavy imports and the model load
+    data = classify.prepare(config)
 
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, Trainer, set_seed
+
+    from tunesmith.training import callbacks as cb
+
+    quiet_transformers()
     threads, busy = hardware.configure_threads(t.threads)
     if busy:
         console.print(f"[yellow]warning:[/] {busy}")
     precision = hardware.resolve_precision(t.precision)
     set_seed(t.seed)
-
-    data = classify.prepare(config)
     tokenizer, model = _load_tokenizer_and_model(config, data.labels)
     encoded = classify.encode(tokenizer, data, config.data.max_length)
     base_prefix = model.base_model_prefix
