@@ -82,6 +82,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = run.metrics
     print_metrics_table(metrics["eval"], title=f"eval metrics: {run.dir}")
     speed = metrics["training"]
+    if speed["stopped_early"]:
+        out.print(f"stopped early after {speed['epochs']:g} epochs: no eval improvement for {config.training.early_stopping} evaluations")
     out.print(
         f"trained {speed['examples_seen']:,} examples in {speed['step_seconds']:.0f} s of steps "
         f"({speed['train_samples_per_second']:.1f} samples/s, {speed['precision']}); wall {speed['wall_seconds']:.0f} s"
@@ -102,9 +104,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             for text, row in zip(args.text, rows):
                 out.print_json(json.dumps({"text": text, **row}))
             return 0
-        table = Table("text", "label", "score", title=f"predictions of {run.dir}")
-        for text, row in zip(args.text, rows):
-            table.add_row(text if len(text) <= 80 else text[:77] + "...", row["label"], f"{row['score']:.4f}")
+        shown = [text if len(text) <= 80 else text[:77] + "..." for text in args.text]
+        if "label" in rows[0]:
+            table = Table("text", "label", "score", title=f"predictions of {run.dir}")
+            for text, row in zip(shown, rows):
+                table.add_row(text, row["label"], f"{row['score']:.4f}")
+        else:
+            names = list(rows[0]["values"])
+            table = Table("text", *names, title=f"predictions of {run.dir}")
+            for text, row in zip(shown, rows):
+                table.add_row(text, *(f"{row['values'][n]:.4f}" for n in names))
         out.print(table)
         return 0
     from tunesmith.data import load_texts
@@ -192,21 +201,45 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def print_metrics_table(metrics: dict[str, Any], title: str) -> None:
-    """Headline metrics, with the majority-class baseline beside them when known."""
-    base = metrics.get("majority_baseline")
-    table = Table("metric", "model", *(["majority baseline"] if base else []), title=title)
+    """The task's headline metrics beside the baselines the run computed."""
+    if "per_target" in metrics:
+        print_regression_table(metrics, title)
+    else:
+        print_classification_table(metrics, title)
+
+
+def print_regression_table(metrics: dict[str, Any], title: str) -> None:
+    baselines = [(name, metrics[key]) for key, name in (("tfidf_ridge_baseline", "TF-IDF + ridge"), ("mean_baseline", "training mean")) if key in metrics]
+    table = Table("metric", "model", *[name for name, _ in baselines], title=title)
+    for key in ("rmse", "mae", "r2", "pearson", "spearman"):
+        table.add_row(key, f"{metrics[key]:.4f}", *[f"{base[key]:.4f}" if key in base else "" for _, base in baselines])
+    out.print(table)
+    if len(metrics["per_target"]) > 1:
+        per = Table("target", "rmse", "mae", "r2", "pearson", "spearman", title="per target")
+        for name, m in metrics["per_target"].items():
+            per.add_row(name, *(f"{m[k]:.4f}" for k in ("rmse", "mae", "r2", "pearson", "spearman")))
+        out.print(per)
+    out.print(f"eval n={metrics['n']:,}; lower rmse/mae and higher r2/pearson/spearman are better")
+
+
+def print_classification_table(metrics: dict[str, Any], title: str) -> None:
+    """Headline metrics beside the baselines the run computed (majority class, TF-IDF + SVM)."""
+    baselines = [(name, metrics[key]) for key, name in (("tfidf_svm_baseline", "TF-IDF + SVM"), ("majority_baseline", "majority class")) if key in metrics]
+    table = Table("metric", "model", *[name for name, _ in baselines], title=title)
     for key in ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall"):
-        row = [key, f"{metrics[key]:.4f}"]
-        if base:
-            row.append(f"{base[key]:.4f}" if key in base else "")
-        table.add_row(*row)
+        table.add_row(key, f"{metrics[key]:.4f}", *[f"{base[key]:.4f}" if key in base else "" for _, base in baselines])
     out.print(table)
     per_class = Table("label", "precision", "recall", "f1", "support", title="per class")
     for name, m in metrics["per_class"].items():
         per_class.add_row(name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
     out.print(per_class)
-    if base:
-        out.print(f"majority baseline always predicts {base['predicts']!r}; eval n={metrics['n']:,}")
+    if "majority_baseline" in metrics:
+        out.print(f"eval n={metrics['n']:,}; the majority-class baseline always predicts {metrics['majority_baseline']['predicts']!r}")
+    svm = metrics.get("tfidf_svm_baseline")
+    if svm:
+        gap = (metrics["accuracy"] - svm["accuracy"]) * 100
+        verdict = "beats" if gap > 0 else "does not beat"
+        out.print(f"the fine-tuned model {verdict} TF-IDF + linear SVM by {gap:+.2f} accuracy points on the same split")
 
 
 # ---------------------------------------------------------------- parser

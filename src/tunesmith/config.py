@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tunesmith.errors import UserError
 
-TaskName = Literal["classify"]
+TaskName = Literal["classify", "regress"]
 
 
 class _Section(BaseModel):
@@ -81,13 +81,12 @@ class TrainingConfig(_Section):
     early_stopping: int | None = Field(
         2, ge=1, description="stop after this many evaluations without improvement (patience); null disables"
     )
-    metric: Literal["accuracy", "macro_f1", "weighted_f1", "micro_f1"] = Field(
-        "macro_f1", description="eval metric used for early stopping and picking the best checkpoint"
-    )
+    metric: str = Field("auto", description="eval metric for early stopping and the best checkpoint; auto: macro_f1 (classify), rmse (regress)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 autocast where the CPU/GPU supports it, else fp32"
     )
     group_by_length: bool = Field(True, description="batch texts of similar length together (less padding, much faster)")
+    baseline: bool = Field(True, description="also fit TF-IDF + linear SVM on the same split and report it beside the model (seconds)")
     seed: int = Field(42, description="seed for splits, initialisation and data order")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; default: all cores, one less if the machine is busy")
 
@@ -106,7 +105,19 @@ class RunConfig(_Section):
     def _consistent(self) -> RunConfig:
         if self.data.eval is not None and self.data.eval == self.data.train:
             raise ValueError("`data.eval` is the same file as `data.train`; give a separate eval file or omit it for a held-out split")
+        from tunesmith.tasks import TASKS  # late: tasks build on this module
+
+        allowed = TASKS[self.task].metrics
+        if self.training.metric != "auto" and self.training.metric not in allowed:
+            raise ValueError(f"`training.metric` {self.training.metric!r} is not a {self.task} metric; choose auto or one of {', '.join(allowed)}")
         return self
+
+    @property
+    def metric(self) -> str:
+        """The eval metric that picks the best checkpoint, with ``auto`` resolved for the task."""
+        from tunesmith.tasks import TASKS
+
+        return TASKS[self.task].default_metric if self.training.metric == "auto" else self.training.metric
 
 
 SECTIONS: dict[str, type[_Section]] = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig}

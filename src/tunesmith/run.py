@@ -24,9 +24,7 @@ class Run:
     def __init__(self, run_dir: Path, config: RunConfig):
         self.dir = run_dir
         self.config = config
-        self._model = None
-        self._tokenizer = None
-        self._precision: str | None = None
+        self._predictor = None
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Run:
@@ -52,80 +50,35 @@ class Run:
         return json.loads((self.dir / "metrics.json").read_text(encoding="utf-8"))
 
     @property
+    def predictor(self):
+        """The task's predictor for this run's model (loaded once, on first use)."""
+        if self._predictor is None:
+            from tunesmith.tasks import TASKS
+            from tunesmith.training.runner import quiet_transformers
+
+            quiet_transformers()
+            self._predictor = TASKS[self.config.task].load_predictor(self.dir / MODEL, self.config)
+        return self._predictor
+
+    @property
     def labels(self) -> list[str]:
-        cfg = json.loads((self.dir / MODEL / "config.json").read_text(encoding="utf-8"))
-        id2label = cfg.get("id2label") or {}
-        return [id2label[str(i)] for i in range(len(id2label))]
-
-    def _ensure_loaded(self) -> None:
-        if self._model is not None:
-            return
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from tunesmith.training.hardware import resolve_precision
-        from tunesmith.training.runner import quiet_transformers
-
-        quiet_transformers()
-        self._tokenizer = AutoTokenizer.from_pretrained(self.dir / MODEL)
-        self._model = AutoModelForSequenceClassification.from_pretrained(self.dir / MODEL)
-        self._model.eval()
-        self._precision = resolve_precision("auto")
+        """Label names (classify) or target names (regress)."""
+        return self.predictor.labels
 
     def predict(self, texts: Sequence[str], *, batch_size: int | None = None) -> list[dict[str, Any]]:
-        """Label, score and per-label probabilities for each text, in input order."""
-        from tunesmith.tasks import classify
-
+        """One prediction dict per text, in input order (``label``/``score``/``probabilities`` for classify,
+        ``value``/``values`` for regress)."""
         if isinstance(texts, str):
             raise UserError("predict expects a list of texts, got a single string; wrap it: run.predict([text])")
-        self._ensure_loaded()
-        probs = classify.predict_proba(
-            self._model,
-            self._tokenizer,
-            list(texts),
-            max_length=self.config.data.max_length,
-            batch_size=batch_size or self.config.training.eval_batch_size,
-            precision=self._precision,
-        )
-        return classify.prediction_rows(probs, self.labels)
+        return self.predictor.predict(list(texts), batch_size=batch_size)
 
-    def evaluate(
-        self, data: str, *, text_col: str | None = None, label_col: str | None = None
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def evaluate(self, data: str, *, text_col: str | None = None, label_col: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Metrics and per-text predictions of this run on a labelled file or packaged dataset.
 
         Raises:
             UserError: on unreadable data or labels the run was not trained on.
         """
-        from tunesmith.data import load_texts
-        from tunesmith.tasks import classify
-
-        texts = load_texts(
-            data,
-            text_col or self.config.data.text_col,
-            label_col or self.config.data.label_col,
-            encoding=self.config.data.encoding,
-        )
-        known = set(self.labels)
-        unknown = sorted({lab for lab in texts.labels if lab not in known})
-        if unknown:
-            rows = [r for r, lab in zip(texts.rows, texts.labels) if lab not in known][:5]
-            raise UserError(
-                f"{data}: label(s) {', '.join(map(repr, unknown))} (first at lines {', '.join(map(str, rows))}) were never seen in training; "
-                f"this run knows {', '.join(map(repr, self.labels))}"
-            )
-        self._ensure_loaded()
-        return classify.evaluate_texts(
-            self._model,
-            self._tokenizer,
-            texts.texts,
-            texts.labels,
-            self.labels,
-            train_labels=None,
-            max_length=self.config.data.max_length,
-            batch_size=self.config.training.eval_batch_size,
-            precision=self._precision,
-            rows=texts.rows,
-        )
+        return self.predictor.evaluate(data, text_col=text_col or self.config.data.text_col, label_col=label_col or self.config.data.label_col)
 
 
 def load(run_dir: str | Path) -> Run:

