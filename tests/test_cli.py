@@ -41,7 +41,16 @@ def test_train_predict_eval(tmp_path, tiny_model, spam_csv, capsys):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     ev = metrics["eval"]
-    assert set(ev) >= {"accuracy", "macro_f1", "micro_f1", "weighted_f1", "per_class", "confusion_matrix", "majority_baseline", "tfidf_svm_baseline"}
+    assert set(ev) >= {
+        "accuracy",
+        "macro_f1",
+        "micro_f1",
+        "weighted_f1",
+        "per_class",
+        "confusion_matrix",
+        "majority_baseline",
+        "tfidf_svm_baseline",
+    }
     # the synthetic classes are separable by their words: the classical baseline must find that
     assert ev["tfidf_svm_baseline"]["accuracy"] > 0.9
     assert sum(map(sum, ev["confusion_matrix"])) == ev["n"] == 24

@@ -105,7 +105,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 out.print_json(json.dumps({"text": text, **row}))
             return 0
         shown = [text if len(text) <= 80 else text[:77] + "..." for text in args.text]
-        if "label" in rows[0]:
+        if "entities" in rows[0]:
+            table = Table("text", "entities", title=f"predictions of {run.dir}")
+            for text, row in zip(shown, rows):
+                table.add_row(
+                    text, ", ".join(f"{e['text']} [{e['type']} {e['start']}-{e['end']} {e['score']:.2f}]" for e in row["entities"]) or "-"
+                )
+        elif "label" in rows[0]:
             table = Table("text", "label", "score", title=f"predictions of {run.dir}")
             for text, row in zip(shown, rows):
                 table.add_row(text, row["label"], f"{row['score']:.4f}")
@@ -204,12 +210,18 @@ def print_metrics_table(metrics: dict[str, Any], title: str) -> None:
     """The task's headline metrics beside the baselines the run computed."""
     if "per_target" in metrics:
         print_regression_table(metrics, title)
+    elif "per_type" in metrics:
+        print_entity_table(metrics, title)
     else:
         print_classification_table(metrics, title)
 
 
 def print_regression_table(metrics: dict[str, Any], title: str) -> None:
-    baselines = [(name, metrics[key]) for key, name in (("tfidf_ridge_baseline", "TF-IDF + ridge"), ("mean_baseline", "training mean")) if key in metrics]
+    baselines = [
+        (name, metrics[key])
+        for key, name in (("tfidf_ridge_baseline", "TF-IDF + ridge"), ("mean_baseline", "training mean"))
+        if key in metrics
+    ]
     table = Table("metric", "model", *[name for name, _ in baselines], title=title)
     for key in ("rmse", "mae", "r2", "pearson", "spearman"):
         table.add_row(key, f"{metrics[key]:.4f}", *[f"{base[key]:.4f}" if key in base else "" for _, base in baselines])
@@ -222,9 +234,32 @@ def print_regression_table(metrics: dict[str, Any], title: str) -> None:
     out.print(f"eval n={metrics['n']:,}; lower rmse/mae and higher r2/pearson/spearman are better")
 
 
+def print_entity_table(metrics: dict[str, Any], title: str) -> None:
+    base = metrics.get("word_lookup_baseline")
+    table = Table(
+        "metric",
+        f"model ({metrics.get('head', '')} head)" if metrics.get("head") else "model",
+        *(["word lookup"] if base else []),
+        title=title,
+    )
+    for key in ("f1", "precision", "recall", "token_accuracy"):
+        table.add_row(key, f"{metrics[key]:.4f}", *([f"{base[key]:.4f}"] if base else []))
+    out.print(table)
+    per = Table("entity type", "precision", "recall", "f1", "support", title="per type (strict: type and both boundaries must match)")
+    for name, m in metrics["per_type"].items():
+        per.add_row(name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
+    out.print(per)
+    if base:
+        out.print(f"eval n={metrics['n']:,} sentences; word lookup tags each word with its most frequent training tag")
+
+
 def print_classification_table(metrics: dict[str, Any], title: str) -> None:
     """Headline metrics beside the baselines the run computed (majority class, TF-IDF + SVM)."""
-    baselines = [(name, metrics[key]) for key, name in (("tfidf_svm_baseline", "TF-IDF + SVM"), ("majority_baseline", "majority class")) if key in metrics]
+    baselines = [
+        (name, metrics[key])
+        for key, name in (("tfidf_svm_baseline", "TF-IDF + SVM"), ("majority_baseline", "majority class"))
+        if key in metrics
+    ]
     table = Table("metric", "model", *[name for name, _ in baselines], title=title)
     for key in ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall"):
         table.add_row(key, f"{metrics[key]:.4f}", *[f"{base[key]:.4f}" if key in base else "" for _, base in baselines])
@@ -270,6 +305,41 @@ def _add_list(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from tunesmith.doctor import diagnose, render_table
+
+    report = diagnose(
+        args.data, args.eval, text_col=args.text_col, label_col=args.label_col, model=_none_or_text(args.model), max_length=args.max_length
+    )
+    if args.json:
+        sys.stdout.write(report.to_json() + "\n")
+        return 0
+    s = report.summary
+    counts = report.counts()
+    where = f"{s['train']}" + (f" + eval {s['eval']}" if s["eval"] else "")
+    if report.findings:
+        out.print(render_table(report, title=f"tunesmith doctor: {where}"))
+    rows = f"{s['rows']:,} rows ({s['unique_texts']:,} unique)" + (f", eval {s['eval_rows']:,} rows" if s["eval_rows"] is not None else "")
+    verdict = ", ".join(f"{n} {name}{'' if n == 1 or name == 'info' else 's'}" for name, n in counts.items())
+    verdict = verdict if report.findings else "no problems found"
+    out.print(f"{where}: {rows}; {verdict} in {s['seconds']['total']:.1f} s. Every example row: tunesmith doctor ... --json")
+    return 0
+
+
+def _add_doctor(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", metavar="DATA", help="training data: a CSV/TSV/JSONL/Parquet file or a packaged dataset name")
+    p.add_argument("--eval", metavar="FILE", help="eval file, checked against the training data for leakage and class coverage")
+    p.add_argument("--text-col", help="text column (default: detected)")
+    p.add_argument("--label-col", help="label column (default: detected)")
+    p.add_argument(
+        "--model",
+        default="minilm",
+        help="model whose tokenizer the truncation and vocabulary checks use; 'none' skips them [default: minilm]",
+    )
+    p.add_argument("--max-length", type=int, default=128, metavar="N", help="tokens per text the run would keep [default: 128]")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (every finding with all its evidence)")
+
+
 # verb -> (help, description/epilog examples, add arguments, handler); nested verbs use "group verb"
 VERBS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "train": (
@@ -293,6 +363,13 @@ VERBS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Call
         "example:\n  tunesmith eval runs/mine --data holdout.csv",
         _add_eval,
         cmd_eval,
+    ),
+    "doctor": (
+        "find what in a dataset would hurt fine-tuning, with the command that fixes it",
+        "examples:\n  tunesmith doctor sms_spam\n  tunesmith doctor data.csv --eval holdout.csv --text-col text --label-col label\n"
+        "  tunesmith doctor data.csv --model none --json   # skip the tokenizer checks, print JSON",
+        _add_doctor,
+        cmd_doctor,
     ),
     "data list": ("list the packaged datasets", "example:\n  tunesmith data list", _add_list, cmd_data_list),
     "models list": ("list the registry models", "example:\n  tunesmith models list", _add_list, cmd_models_list),

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tunesmith.errors import UserError
 
-TaskName = Literal["classify", "regress"]
+TaskName = Literal["classify", "regress", "ner"]
 
 
 class _Section(BaseModel):
@@ -42,6 +42,10 @@ class DataConfig(_Section):
     )
     dedupe: bool = Field(True, description="drop exact-duplicate texts before splitting (keeps the first occurrence)")
     encoding: str = Field("utf-8", description="text encoding of CSV/TSV/JSONL files")
+    tag_scheme: Literal["auto", "BIO", "BIOES"] = Field(
+        "auto", description="ner: tag scheme of the data; auto detects BIOES when E-/S- tags occur"
+    )
+    repair_tags: bool = Field(False, description="ner: fix invalid tag sequences (I- without B-) instead of reporting them")
     max_length: int = Field(128, ge=8, le=8192, description="maximum tokens per text; longer texts are truncated")
 
 
@@ -58,6 +62,9 @@ class ModelConfig(_Section):
     lora_alpha: int = Field(16, ge=1, description="LoRA scaling alpha")
     lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on the LoRA branch")
     lora_merge: bool = Field(True, description="merge LoRA adapters into the saved model (plain transformers can load it)")
+    head: Literal["crf", "softmax"] = Field(
+        "crf", description="ner: CRF layer with Viterbi decoding under the tag scheme's constraints, or a per-token softmax"
+    )
     dropout: float | None = Field(None, ge=0.0, lt=1.0, description="override the model's hidden and attention dropout")
 
 
@@ -70,9 +77,13 @@ class TrainingConfig(_Section):
     eval_batch_size: int = Field(64, ge=1, description="examples per batch at evaluation and prediction")
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps (effective batch = batch_size x grad_accum)")
     lr: float = Field(5e-5, gt=0, le=1.0, description="peak learning rate of the encoder")
-    head_lr: float | None = Field(None, gt=0, le=1.0, description="learning rate of the new task head; defaults to lr")
+    head_lr: float | None = Field(
+        None, gt=0, le=1.0, description="learning rate of the new task head (and CRF); default: lr, but 1e-3 for ner"
+    )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and LayerNorm)")
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps spent warming up the learning rate")
+    warmup_ratio: float = Field(
+        0.0, ge=0, lt=1, description="share of steps spent warming up the learning rate (0.0 measured best on SMS spam at 1 epoch)"
+    )
     scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="learning-rate schedule after warm-up")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy loss")
     class_weights: Literal["none", "auto"] = Field(
@@ -81,7 +92,9 @@ class TrainingConfig(_Section):
     early_stopping: int | None = Field(
         2, ge=1, description="stop after this many evaluations without improvement (patience); null disables"
     )
-    metric: str = Field("auto", description="eval metric for early stopping and the best checkpoint; auto: macro_f1 (classify), rmse (regress)")
+    metric: str = Field(
+        "auto", description="eval metric for early stopping and the best checkpoint; auto: macro_f1 (classify), rmse (regress), f1 (ner)"
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 autocast where the CPU/GPU supports it, else fp32"
     )
@@ -109,7 +122,9 @@ class RunConfig(_Section):
 
         allowed = TASKS[self.task].metrics
         if self.training.metric != "auto" and self.training.metric not in allowed:
-            raise ValueError(f"`training.metric` {self.training.metric!r} is not a {self.task} metric; choose auto or one of {', '.join(allowed)}")
+            raise ValueError(
+                f"`training.metric` {self.training.metric!r} is not a {self.task} metric; choose auto or one of {', '.join(allowed)}"
+            )
         return self
 
     @property

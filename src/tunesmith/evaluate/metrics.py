@@ -80,3 +80,35 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[s
         out[key] = float(np.mean([m[key] for m in per_target.values()]))
     out["per_target"] = per_target
     return out
+
+
+def entity_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], scheme: str) -> dict[str, Any]:
+    """Entity-level strict precision/recall/F1 (seqeval), overall (micro) and per type, plus token accuracy.
+
+    Strict mode counts an entity as found only when its type and both boundaries match exactly.
+    """
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2, IOBES
+
+    gold = [list(s) for s in gold]
+    pred = [list(s) for s in pred]
+    report = classification_report(
+        gold, pred, mode="strict", scheme=IOBES if scheme == "BIOES" else IOB2, output_dict=True, zero_division=0
+    )
+    per_type = {
+        name: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]), "support": int(v["support"])}
+        for name, v in report.items()
+        if not name.endswith(" avg")
+    }
+    micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
+    tokens = sum(len(s) for s in gold)
+    correct = sum(g == p for gs, ps in zip(gold, pred, strict=True) for g, p in zip(gs, ps, strict=True))
+    return {
+        "n": len(gold),
+        "precision": float(micro["precision"]),
+        "recall": float(micro["recall"]),
+        "f1": float(micro["f1-score"]),
+        "macro_f1": float(report.get("macro avg", {}).get("f1-score", 0.0)),
+        "token_accuracy": correct / tokens if tokens else 0.0,
+        "per_type": per_type,
+    }

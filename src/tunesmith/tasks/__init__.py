@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from tunesmith.tasks import classify, regress
+from tunesmith.tasks import classify, ner, regress
 from tunesmith.tasks.base import Task
 
 TASKS: dict[str, Task] = {}
@@ -20,5 +20,6 @@ def register_task(task: Task) -> None:
 
 register_task(classify.TASK)
 register_task(regress.TASK)
+register_task(ner.TASK)
 
 __all__ = ["TASKS", "Task", "register_task"]

@@ -69,6 +69,8 @@ class Task:
         load_predictor: (model_dir, config) -> :class:`Predictor`.
         peft_task_type: PEFT task type for LoRA (decides which head stays fully trainable).
         make_collator: tokenizer -> batch collator.
+        make_preprocess_logits: model -> Trainer ``preprocess_logits_for_metrics`` (e.g. Viterbi decoding), or None.
+        default_head_lr: the head's learning rate when ``training.head_lr`` is not set (None: the body's).
     """
 
     name: str
@@ -84,6 +86,8 @@ class Task:
     save_extras: Callable[[Path, Any], None] | None = None
     peft_task_type: str = "SEQ_CLS"
     make_collator: Callable[[Any], Callable] = field(default=None)  # type: ignore[assignment]
+    make_preprocess_logits: Callable[[Any], Callable] | None = None
+    default_head_lr: float | None = None
 
     @property
     def default_metric(self) -> str:

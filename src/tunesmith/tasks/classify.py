@@ -94,7 +94,10 @@ def tfidf_baseline(data: PreparedData, seed: int) -> dict[str, Any]:
     predicted = tfidf_svm_predict(data.train.texts, data.train.labels, data.eval.texts, seed=seed)
     label_id = {name: i for i, name in enumerate(data.labels)}
     full = classification_metrics([label_id[g] for g in data.eval.labels], [label_id[p] for p in predicted], data.labels)
-    return {"model": "tfidf-word1-2+char2-5 linear-svm", **{k: full[k] for k in ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall")}}
+    return {
+        "model": "tfidf-word1-2+char2-5 linear-svm",
+        **{k: full[k] for k in ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall")},
+    }
 
 
 def predict_proba(model, tokenizer, texts: Sequence[str], *, max_length: int, batch_size: int, precision: str) -> np.ndarray:

@@ -103,7 +103,9 @@ def make_compute_metrics(data: PreparedTargets) -> Callable:
     return compute
 
 
-def predict_values(model, tokenizer, texts: Sequence[str], scaler: Scaler, *, max_length: int, batch_size: int, precision: str) -> np.ndarray:
+def predict_values(
+    model, tokenizer, texts: Sequence[str], scaler: Scaler, *, max_length: int, batch_size: int, precision: str
+) -> np.ndarray:
     z = batched_logits(model, tokenizer, texts, max_length=max_length, batch_size=batch_size, precision=precision)
     return scaler.inverse(z.reshape(len(texts), -1))
 
@@ -138,7 +140,8 @@ def tfidf_ridge_baseline(data: PreparedTargets) -> dict[str, Any]:
     from sklearn.pipeline import make_pipeline, make_union
 
     features = make_union(
-        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
     )
     model = make_pipeline(features, Ridge(alpha=1.0))
     model.fit(data.train.texts, data.train.targets)

@@ -22,7 +22,11 @@ def is_head_parameter(name: str, base_prefix: str) -> bool:
 
 
 def apply_method(model: torch.nn.Module, cfg: ModelConfig, task_type: str = "SEQ_CLS") -> torch.nn.Module:
-    """Make only the parameters the method trains require gradients; wrap with PEFT for LoRA."""
+    """Make only the parameters the method trains require gradients; wrap with PEFT for LoRA.
+
+    A task model that wraps a transformers model in ``.encoder`` (the NER CRF tagger) gets the
+    adapters on that encoder; its own layers (the CRF) stay fully trainable.
+    """
     if cfg.method == "freeze":
         for name, param in model.named_parameters():
             param.requires_grad = is_head_parameter(name, model.base_model_prefix)
@@ -30,20 +34,40 @@ def apply_method(model: torch.nn.Module, cfg: ModelConfig, task_type: str = "SEQ
     if cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
 
+        inner = model.encoder if _is_wrapper(model) else model
+        # the new head is trained in full (PEFT's modules_to_save), so it must not also get adapters
+        head = [name for name, _ in inner.named_children() if name != inner.base_model_prefix]
         lora = LoraConfig(
             task_type=task_type,
             r=cfg.lora_r,
             lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout,
             target_modules="all-linear",
+            exclude_modules=head or None,
         )
+        if _is_wrapper(model):
+            model.encoder = get_peft_model(model.encoder, lora)
+            return model
         return get_peft_model(model, lora)
     return model
+
+
+def _is_wrapper(model: torch.nn.Module) -> bool:
+    from transformers import PreTrainedModel
+
+    return (
+        not isinstance(model, PreTrainedModel)
+        and isinstance(getattr(model, "encoder", None), torch.nn.Module)
+        and not hasattr(model, "peft_config")
+    )
 
 
 def unwrap_for_saving(model: torch.nn.Module, cfg: ModelConfig) -> torch.nn.Module:
     """The model to save: LoRA adapters merged into the weights unless the user keeps them apart."""
     if cfg.method == "lora" and cfg.lora_merge:
+        if _is_wrapper(model):
+            model.encoder = model.encoder.merge_and_unload()
+            return model
         return model.merge_and_unload()
     return model
 
@@ -54,13 +78,15 @@ def count_parameters(model: torch.nn.Module) -> dict[str, int]:
     return {"total": total, "trainable": trainable}
 
 
-def build_optimizer(model: torch.nn.Module, training: TrainingConfig, base_prefix: str) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: torch.nn.Module, training: TrainingConfig, base_prefix: str, default_head_lr: float | None = None
+) -> torch.optim.Optimizer:
     """AdamW with four groups: body/head x decay/no-decay.
 
     Biases and normalisation weights (1-D tensors) get no weight decay; the freshly initialised head
     can take its own, usually larger, learning rate (``training.head_lr``).
     """
-    head_lr = training.head_lr or training.lr
+    head_lr = training.head_lr or default_head_lr or training.lr
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:

@@ -167,7 +167,8 @@ def train(config: RunConfig | dict[str, Any] | None = None, *, console: Console 
         compute_loss_func=task.make_loss(config, data),
         compute_metrics=task.make_compute_metrics(data),
         callbacks=callbacks,
-        optimizers=(methods.build_optimizer(model, t, base_prefix), None),
+        optimizers=(methods.build_optimizer(model, t, base_prefix, task.default_head_lr), None),
+        preprocess_logits_for_metrics=task.make_preprocess_logits(model) if task.make_preprocess_logits else None,
     )
     trainer.remove_callback(PrinterCallback)
 
