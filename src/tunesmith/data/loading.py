@@ -228,7 +228,14 @@ def _read_delimited(text: str, shown: str, kind: str) -> Table:
     delimiter = "\t" if kind == "tsv" else ","
     old_limit = csv.field_size_limit(_FIELD_SIZE_LIMIT)
     try:
-        parsed = _parse_rows(text, shown, delimiter)
+        try:
+            parsed = _parse_rows(text, shown, delimiter)
+        except UserError:
+            if delimiter != "\t":
+                raise
+            # Plain TSV has no quoting at all (IANA text/tab-separated-values): a stray quote is
+            # just a character there. Read it that way before calling the file broken.
+            parsed = _parse_rows(text, shown, delimiter, quoting=csv.QUOTE_NONE)
     finally:
         csv.field_size_limit(old_limit)
     if not parsed:
@@ -259,9 +266,9 @@ def _read_delimited(text: str, shown: str, kind: str) -> Table:
     return Table(path=shown, kind=kind, columns=columns, rows=rows, lines=[line for line, _ in records])
 
 
-def _parse_rows(text: str, shown: str, delimiter: str) -> list[tuple[int, list[str]]]:
+def _parse_rows(text: str, shown: str, delimiter: str, quoting: int = csv.QUOTE_MINIMAL) -> list[tuple[int, list[str]]]:
     """Rows with the line each starts on, blank lines skipped."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     rows: list[tuple[int, list[str]]] = []
     last_line = text.count("\n") + (0 if text.endswith("\n") else 1)
     end = 0
