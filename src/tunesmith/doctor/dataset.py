@@ -14,12 +14,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunesmith.data import PACKAGED, LabelledTexts, Table, load_texts, packaged_path, read_table
 from tunesmith.data.texts import natural_key, normalise_label, texts_from_table
 from tunesmith.doctor.findings import MAX_EXAMPLES, Finding, excerpt
 from tunesmith.errors import UserError
+
+if TYPE_CHECKING:
+    from tunesmith.doctor.duplicates import DuplicateIndex
 
 _PLACEHOLDER = "<missing>"
 
@@ -36,6 +39,8 @@ class DoctorData:
         seed: seed of the cross-validation folds.
         set_aside: findings about rows that could not be examined (empty texts, missing labels).
         eval_fraction: share a run without an eval file holds out (the ``DataConfig`` default).
+        text_col_given / label_col_given: the columns the user named, repeated in remedy commands.
+        summary: figures the checks leave for the report's summary (token lengths, language shares).
     """
 
     train: LabelledTexts
@@ -47,6 +52,7 @@ class DoctorData:
     eval_fraction: float = 0.2
     text_col_given: str | None = None
     label_col_given: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
 
     @property
     def labelled(self) -> bool:
@@ -67,16 +73,49 @@ class DoctorData:
     @cached_property
     def class_counts(self) -> dict[str, int]:
         """Examples per class after dropping exact duplicates, in natural label order."""
-        labels = self.train.labels or []
+        labels = self.train.labels
+        if labels is None:
+            return {}
         counts = Counter(labels[i] for i in self.first_occurrences)
         return {label: counts[label] for label in sorted(counts, key=natural_key)}
 
     @cached_property
-    def duplicate_index(self) -> Any:
+    def duplicate_index(self) -> DuplicateIndex:
         """Rows grouped by normalised text and near-duplicate cluster (see :mod:`tunesmith.doctor.duplicates`)."""
         from tunesmith.doctor.duplicates import build_index
 
         return build_index(self.train.texts, self.eval.texts if self.eval is not None else None)
+
+    @cached_property
+    def tokenizer(self) -> tuple[Any, str]:
+        """The model's tokenizer and "", or None and why it could not be loaded (never downloads)."""
+        if self.model is None:
+            return None, "no model given"
+        try:
+            from tunesmith.models.registry import resolve_model
+
+            ref = resolve_model(self.model)
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(ref, local_files_only=True), ""
+        except UserError as exc:
+            return None, str(exc)
+        except Exception as exc:  # a broken or foreign model directory: skip the checks, say why
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            return None, f"{type(exc).__name__}: {first}"[:300]
+
+    @cached_property
+    def token_ids(self) -> list[list[int]]:
+        """Token ids of every training text with the model's special tokens, untruncated."""
+        from transformers.utils import logging as hf_logging
+
+        tokenizer, _ = self.tokenizer
+        previous = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # its "longer than the maximum" warning is what the truncation check reports
+        try:
+            return tokenizer(list(self.train.texts), add_special_tokens=True, truncation=False)["input_ids"]
+        finally:
+            hf_logging.set_verbosity(previous)
 
     def train_command(self, *extra: str) -> str:
         """A `tunesmith train` command line on this data, with ``extra`` flags appended."""
@@ -87,19 +126,17 @@ class DoctorData:
             parts += ["--text-col", self.train.text_col]
         if self.label_col_given and self.train.label_col:
             parts += ["--label-col", self.train.label_col]
-        if self.model and self.model != "minilm":
+        if self.model and self.model != "minilm" and "--model" not in extra:
             parts += ["--model", self.model]
         return shlex.join([*parts, *extra])
 
-    def example(self, i: int, *, which: str = "train", width: int = 80, **extra: Any) -> dict[str, Any]:
-        """An evidence row: file row number, label and a text excerpt of position ``i``."""
-        data = self.train if which == "train" else self.eval
-        assert data is not None
-        item: dict[str, Any] = {"row": data.rows[i]}
-        if data.labels is not None:
-            item["label"] = data.labels[i]
+    def example(self, i: int, *, width: int = 80, **extra: Any) -> dict[str, Any]:
+        """An evidence row of training position ``i``: its file row number, label, ``extra`` and a text excerpt."""
+        item: dict[str, Any] = {"row": self.train.rows[i]}
+        if self.train.labels is not None:
+            item["label"] = self.train.labels[i]
         item.update(extra)
-        item["text"] = excerpt(data.texts[i], width)
+        item["text"] = excerpt(self.train.texts[i], width)
         return item
 
 
@@ -169,7 +206,7 @@ def _table_of(source: str, text_col: str | None, label_col: str | None, label_na
     return read_table(source), text_col, label_col, label_names
 
 
-def _missing(value: Any) -> bool:
+def _empty_text(value: Any) -> bool:
     if value is None or isinstance(value, (list, dict)):
         return True
     if isinstance(value, float) and math.isnan(value):
@@ -177,23 +214,40 @@ def _missing(value: Any) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
+def _no_label(value: Any) -> bool:
+    return isinstance(value, (list, dict)) or normalise_label(value) is None
+
+
 def _lenient(
     table: Table, source: str, text_col: str | None, label_col: str | None, label_names: dict[str, str] | None
 ) -> tuple[LabelledTexts, list[int], list[int]] | None:
-    """Resolve the columns on a copy whose missing values are filled in, then drop the rows that were missing."""
-    filled = [{k: _PLACEHOLDER if _missing(v) else v for k, v in row.items()} for row in table.rows]
-    probe = Table(table.path, table.kind, table.columns, filled, table.lines)
+    """The rows that have a text and a label, with the lines of those that lack one; None if the columns cannot be resolved.
+
+    The columns are resolved as the data layer does, on a copy whose missing values are filled in;
+    the rows are then read from the original table.
+    """
+    filled = [{k: _PLACEHOLDER if _empty_text(v) or _no_label(v) else v for k, v in row.items()} for row in table.rows]
     try:
-        resolved = texts_from_table(probe, source, text_col, label_col, require_labels=False, label_names=label_names)
+        probe = texts_from_table(
+            Table(table.path, table.kind, table.columns, filled, table.lines), source, text_col, label_col, require_labels=False
+        )
     except UserError:
         return None
-    empty = {i for i, row in enumerate(table.rows) if _missing(row[resolved.text_col])}
-    unlabelled = set()
-    if resolved.label_col is not None:
-        column = resolved.label_col
-        unlabelled = {i for i, row in enumerate(table.rows) if i not in empty and (_missing(row[column]) or normalise_label(row[column]) is None)}
-    kept = resolved.subset([i for i in range(len(resolved)) if i not in empty and i not in unlabelled])
-    return kept, [table.lines[i] for i in sorted(empty)], [table.lines[i] for i in sorted(unlabelled)]
+    text, label = probe.text_col, probe.label_col
+    if label is not None and label_col is None and all(_no_label(row[label]) for row in table.rows):
+        label = None  # an unlabelled file may keep an empty label column from its template
+    empty = [i for i, row in enumerate(table.rows) if _empty_text(row[text])]
+    unlabelled = [] if label is None else [i for i, row in enumerate(table.rows) if _no_label(row[label]) and not _empty_text(row[text])]
+    dropped = set(empty) | set(unlabelled)
+    keep = [i for i in range(len(table.rows)) if i not in dropped]
+    if not keep:
+        return None
+    kept_table = Table(table.path, table.kind, table.columns, [table.rows[i] for i in keep], [table.lines[i] for i in keep])
+    try:
+        kept = texts_from_table(kept_table, source, text, label, require_labels=False, label_names=label_names)
+    except UserError:
+        return None
+    return kept, [table.lines[i] for i in empty], [table.lines[i] for i in unlabelled]
 
 
 def _set_aside_findings(lenient: tuple[LabelledTexts, list[int], list[int]], source: str, role: str) -> list[Finding]:
@@ -204,7 +258,7 @@ def _set_aside_findings(lenient: tuple[LabelledTexts, list[int], list[int]], sou
             Finding(
                 check="text_lengths",
                 severity="error",
-                message=f"{len(empty):,} {role} rows of {source} have an empty text in column '{kept.text_col}'; "
+                message=f"{_rows(len(empty), role)} of {source} {'has' if len(empty) == 1 else 'have'} an empty text in column '{kept.text_col}'; "
                 "`tunesmith train` refuses the file until they are filled or removed",
                 evidence={"rows": len(empty), "row_numbers": empty[:MAX_EXAMPLES]},
                 remedy=f"fill in or delete the empty texts in {source} (rows listed)",
@@ -215,10 +269,14 @@ def _set_aside_findings(lenient: tuple[LabelledTexts, list[int], list[int]], sou
             Finding(
                 check="labels",
                 severity="error",
-                message=f"{len(unlabelled):,} {role} rows of {source} have no label in column '{kept.label_col}'; "
+                message=f"{_rows(len(unlabelled), role)} of {source} {'has' if len(unlabelled) == 1 else 'have'} no label in column '{kept.label_col}'; "
                 "`tunesmith train` refuses the file until they are labelled or removed",
                 evidence={"rows": len(unlabelled), "row_numbers": unlabelled[:MAX_EXAMPLES]},
                 remedy=f"label or delete the rows listed in {source}",
             )
         )
     return findings
+
+
+def _rows(n: int, role: str) -> str:
+    return f"{n:,} {role} row{'' if n == 1 else 's'}"

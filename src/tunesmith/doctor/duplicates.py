@@ -13,8 +13,14 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from tunesmith.doctor.findings import MAX_EXAMPLES, Finding, excerpt
+
+if TYPE_CHECKING:
+    from tunesmith.doctor.dataset import DoctorData
 
 SHINGLE = 5
 """Characters per shingle."""
@@ -24,6 +30,7 @@ BANDS, ROWS_PER_BAND = 10, 6
 # 10 bands of 6 hashes: a pair at Jaccard 0.9 becomes a candidate with probability 1 - (1 - 0.9**6)**10 = 0.9995,
 # one at 0.5 with 0.15; candidates are then verified exactly, so the misses are the only cost of LSH.
 _BIG_BUCKET = 100
+_BLOCK_SHINGLES = 1_000_000
 _MERSENNE = np.uint64((1 << 61) - 1)
 _PUNCTUATION = re.compile(r"[^\w\s]|_")
 _DIGITS = re.compile(r"\d+")
@@ -71,13 +78,18 @@ def minhash_signatures(hashes: np.ndarray, starts: np.ndarray, num_perm: int = B
     b = rng.integers(0, 1 << 32, size=num_perm, dtype=np.uint64)
     n = len(starts) - 1
     signatures = np.empty((n, num_perm), dtype=np.uint64)
-    if n == 0:
-        return signatures
-    offsets = starts[:-1]
-    for lo in range(0, num_perm, 8):
-        hi = min(lo + 8, num_perm)
-        values = (folded[:, None] * a[None, lo:hi] + b[None, lo:hi]) % _MERSENNE
-        signatures[:, lo:hi] = np.minimum.reduceat(values, offsets, axis=0)
+    first = 0
+    while first < n:
+        # Blocks of texts holding about a million shingles, 8 hash functions at a time: ~64 MB of work space.
+        last = max(first + 1, int(np.searchsorted(starts, starts[first] + _BLOCK_SHINGLES, side="right")) - 1)
+        last = min(last, n)
+        block = folded[starts[first] : starts[last]]
+        offsets = starts[first:last] - starts[first]
+        for lo in range(0, num_perm, 8):
+            hi = min(lo + 8, num_perm)
+            values = (block[:, None] * a[None, lo:hi] + b[None, lo:hi]) % _MERSENNE
+            signatures[first:last, lo:hi] = np.minimum.reduceat(values, offsets, axis=0)
+        first = last
     return signatures
 
 
@@ -197,3 +209,177 @@ def build_index(train_texts: Sequence[str], eval_texts: Sequence[str] | None = N
     for i, j in pairs:
         uf.union(i, j)
     return DuplicateIndex(keys, train_members, eval_members, [uf.find(i) for i in range(len(keys))], pairs)
+
+
+# ---------------------------------------------------------------- checks
+
+
+def check_duplicates(data: DoctorData) -> list[Finding]:
+    """Exact and near duplicates inside the training rows."""
+    return [*_exact_duplicates(data), *_near_duplicates(data)]
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "0%"
+
+
+def _exact_duplicates(data: DoctorData) -> list[Finding]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, text in enumerate(data.train.texts):
+        groups[text].append(i)
+    repeated = sorted((g for g in groups.values() if len(g) > 1), key=lambda g: (-len(g), g[0]))
+    if not repeated:
+        return []
+    extra = sum(len(g) - 1 for g in repeated)
+    labels = data.train.labels
+    examples = []
+    for g in repeated[:MAX_EXAMPLES]:
+        item: dict = {"rows": [data.train.rows[i] for i in g[:MAX_EXAMPLES]], "copies": len(g)}
+        if labels is not None:
+            item["labels"] = sorted({labels[i] for i in g})
+        item["text"] = excerpt(data.train.texts[g[0]])
+        examples.append(item)
+    n = len(data.train)
+    return [
+        Finding(
+            check="duplicates",
+            severity="info",
+            message=f"{extra:,} of {n:,} training rows ({_share(extra, n)}) repeat an earlier row exactly "
+            f"({len(repeated):,} text{'s' if len(repeated) != 1 else ''} occur{'' if len(repeated) != 1 else 's'} more than once); "
+            "`tunesmith train` drops the repeats by default, other tools may not",
+            evidence={"duplicate_rows": extra, "unique_texts": len(groups), "repeated_texts": len(repeated), "examples": examples},
+            remedy=data.train_command("--dedupe") + "  (the default: keeps the first occurrence)",
+        )
+    ]
+
+
+def _near_duplicates(data: DoctorData) -> list[Finding]:
+    index = data.duplicate_index
+    texts = data.train.texts
+    groups = []
+    for keys in index.clusters().values():
+        members = sorted(i for k in keys for i in index.train_members[k])
+        distinct: dict[str, int] = {}
+        for i in members:
+            distinct.setdefault(texts[i], i)
+        if len(distinct) > 1:
+            groups.append((sorted(distinct.values()), index.cluster_similarity(keys)))
+    if not groups:
+        return []
+    groups.sort(key=lambda g: (-len(g[0]), g[0][0]))
+    redundant = sum(len(rows) - 1 for rows, _ in groups)
+    examples = [
+        {
+            "rows": [data.train.rows[i] for i in rows[:MAX_EXAMPLES]],
+            "similarity": round(similarity, 3),
+            "texts": [excerpt(texts[i], 60) for i in rows[:2]],
+        }
+        for rows, similarity in groups[:MAX_EXAMPLES]
+    ]
+    n = len(data.train)
+    return [
+        Finding(
+            check="near_duplicates",
+            severity="warning",
+            message=f"{len(groups):,} groups of training texts are near duplicates (same after normalising case, punctuation and digits, "
+            f"or >= {NEAR_THRESHOLD:.0%} shingle overlap): {redundant:,} rows ({_share(redundant, n)}) add little and can straddle "
+            "the train/eval split, inflating the eval score",
+            evidence={"groups": len(groups), "redundant_rows": redundant, "examples": examples},
+            remedy=f"keep one row of each group listed and delete the others from {data.train.source}; --dedupe drops only exact copies",
+        )
+    ]
+
+
+def check_conflicting_labels(data: DoctorData) -> list[Finding]:
+    """The same normalised text given different labels."""
+    labels = data.train.labels
+    if labels is None:
+        return []
+    index = data.duplicate_index
+    conflicts = []
+    for members in index.train_members:
+        by_label: dict[str, list[int]] = defaultdict(list)
+        for i in members:
+            by_label[labels[i]].append(data.train.rows[i])
+        if len(by_label) > 1:
+            conflicts.append((members, dict(by_label)))
+    if not conflicts:
+        return []
+    conflicts.sort(key=lambda c: (-len(c[0]), c[0][0]))
+    rows = sum(len(m) for m, _ in conflicts)
+    examples = [
+        {
+            "rows": [data.train.rows[i] for i in m[:MAX_EXAMPLES]],
+            "labels": {k: v[:5] for k, v in by.items()},
+            "text": excerpt(data.train.texts[m[0]]),
+        }
+        for m, by in conflicts[:MAX_EXAMPLES]
+    ]
+    return [
+        Finding(
+            check="conflicting_labels",
+            severity="warning",
+            message=f"{len(conflicts):,} texts appear with different labels ({rows:,} rows); the model is taught both answers "
+            "and `tunesmith train --dedupe` keeps whichever comes first",
+            evidence={"texts": len(conflicts), "rows": rows, "examples": examples},
+            remedy=f"decide the right label of each text listed and make its rows in {data.train.source} agree (or delete them)",
+        )
+    ]
+
+
+def check_leakage(data: DoctorData) -> list[Finding]:
+    """Eval rows whose text, exactly or nearly, is also in the training rows."""
+    if data.eval is None:
+        return []
+    index = data.duplicate_index
+    train_exact: dict[str, list[int]] = defaultdict(list)
+    for i, text in enumerate(data.train.texts):
+        train_exact[text].append(i)
+    exact, near = [], []
+    for keys in index.clusters().values():
+        train_rows = sorted(i for k in keys for i in index.train_members[k])
+        if not train_rows:
+            continue
+        similarity = index.cluster_similarity(keys)
+        for k in keys:
+            for j in index.eval_members[k]:
+                text = data.eval.texts[j]
+                if text in train_exact:
+                    exact.append((j, train_exact[text], 1.0))
+                else:
+                    near.append((j, train_rows, similarity if len(keys) > 1 else 1.0))
+    findings = []
+    n_eval = len(data.eval)
+    for kind, found, severity in (("exact", exact, "error"), ("near", near, "warning")):
+        if not found:
+            continue
+        found.sort()
+        examples = [
+            {
+                "eval_row": data.eval.rows[j],
+                "train_rows": [data.train.rows[i] for i in train_rows[:5]],
+                **({"similarity": round(similarity, 3)} if kind == "near" else {}),
+                **(_label_pair(data, j, train_rows[0])),
+                "text": excerpt(data.eval.texts[j]),
+            }
+            for j, train_rows, similarity in found[:MAX_EXAMPLES]
+        ]
+        what = "also appear verbatim in the training data" if kind == "exact" else "nearly repeat a training text"
+        findings.append(
+            Finding(
+                check="leakage",
+                severity=severity,  # type: ignore[arg-type]
+                message=f"{len(found):,} of {n_eval:,} eval rows ({_share(len(found), n_eval)}) {what}; "
+                "the eval score overstates how the model does on unseen texts",
+                evidence={"kind": kind, "eval_rows": len(found), "examples": examples},
+                remedy=f"delete the listed rows from {data.eval.source} (or their copies from {data.train.source}) "
+                "so eval holds only texts the model never trained on",
+            )
+        )
+    return findings
+
+
+def _label_pair(data: DoctorData, eval_pos: int, train_pos: int) -> dict:
+    if data.eval is None or data.eval.labels is None or data.train.labels is None:
+        return {}
+    return {"labels": [data.eval.labels[eval_pos], data.train.labels[train_pos]]}

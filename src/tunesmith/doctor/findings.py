@@ -89,7 +89,9 @@ def format_evidence(evidence: dict[str, Any], max_examples: int = 3) -> str:
     """A short plain-text view of a finding's evidence for the terminal table."""
     lines: list[str] = []
     for key, value in evidence.items():
-        if isinstance(value, list) and value and isinstance(value[0], dict):
+        if value in ([], {}, None):
+            continue
+        if isinstance(value, list) and isinstance(value[0], dict):
             lines.extend(_format_example(item) for item in value[:max_examples])
             if len(value) > max_examples:
                 lines.append(f"... {len(value) - max_examples} more in --json")
@@ -119,7 +121,7 @@ def _format_example(item: dict[str, Any]) -> str:
 
 def _short(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.3g}"
+        return f"{value:.3f}" if abs(value) <= 1 else f"{value:.3g}"
     if isinstance(value, list):
         return "/".join(map(_short, value[:6])) + ("/..." if len(value) > 6 else "")
     if isinstance(value, dict):
@@ -132,8 +134,14 @@ def render_table(report: Report, title: str | None = None) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table("severity", "check", "finding", "evidence", "remedy", title=title, show_lines=True)
+    table = Table(title=title, show_lines=True)
+    table.add_column("severity", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    for name in ("finding", "evidence", "remedy"):
+        table.add_column(name, ratio=1, overflow="fold")
     for f in report.findings:
         # Text, not markup: data and messages hold brackets ("[UNK]") that rich would read as styles.
-        table.add_row(Text(f.severity, style=_STYLE[f.severity]), Text(f.check), Text(f.message), Text(format_evidence(f.evidence)), Text(f.remedy))
+        table.add_row(
+            Text(f.severity, style=_STYLE[f.severity]), Text(f.check), Text(f.message), Text(format_evidence(f.evidence)), Text(f.remedy)
+        )
     return table
