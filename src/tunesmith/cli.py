@@ -111,6 +111,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 table.add_row(
                     text, ", ".join(f"{e['text']} [{e['type']} {e['start']}-{e['end']} {e['score']:.2f}]" for e in row["entities"]) or "-"
                 )
+        elif "labels" in rows[0]:
+            table = Table("text", "labels (probability)", title=f"predictions of {run.dir}")
+            for text, row in zip(shown, rows):
+                table.add_row(text, ", ".join(f"{lab} {row['probabilities'][lab]:.2f}" for lab in row["labels"]) or "-")
+        elif "mask_predictions" in rows[0]:
+            table = Table("text", "top predictions per mask (probability)", title=f"predictions of {run.dir}")
+            for text, row in zip(shown, rows):
+                table.add_row(
+                    text, " | ".join(", ".join(f"{p['token']} {p['score']:.2f}" for p in preds) for preds in row["mask_predictions"])
+                )
         elif "label" in rows[0]:
             table = Table("text", "label", "score", title=f"predictions of {run.dir}")
             for text, row in zip(shown, rows):
@@ -124,7 +134,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 0
     from tunesmith.data import load_texts
 
-    texts = load_texts(args.input, args.text_col or run.config.data.text_col, None, require_labels=False, encoding=run.config.data.encoding)
+    texts = load_texts(
+        args.input,
+        args.text_col or run.config.data.text_col,
+        None,
+        require_labels=False,
+        encoding=run.config.data.encoding,
+        read_labels=False,
+    )
     rows = run.predict(texts.texts)
     records = [{"row": r, "text": t, **p} for r, t, p in zip(texts.rows, texts.texts, rows)]
     write_records(records, args.output)
@@ -149,11 +166,11 @@ def write_records(records: list[dict[str, Any]], output: str | None) -> None:
         buf = io.StringIO()
         labels = list(records[0]["probabilities"]) if records else []
         writer = csv.writer(buf, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        writer.writerow(["row", "text", "label", "score", *[f"p_{lab}" for lab in labels]])
+        multi = bool(records) and "labels" in records[0]  # multi-label: the chosen labels joined by "|"
+        writer.writerow(["row", "text", *(["labels"] if multi else ["label", "score"]), *[f"p_{lab}" for lab in labels]])
         for rec in records:
-            writer.writerow(
-                [rec["row"], rec["text"], rec["label"], f"{rec['score']:.6f}", *[f"{rec['probabilities'][lab]:.6f}" for lab in labels]]
-            )
+            chosen = ["|".join(rec["labels"])] if multi else [rec["label"], f"{rec['score']:.6f}"]
+            writer.writerow([rec["row"], rec["text"], *chosen, *[f"{rec['probabilities'][lab]:.6f}" for lab in labels]])
         atomic_write_text(path, buf.getvalue())
     else:
         atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
@@ -212,6 +229,10 @@ def print_metrics_table(metrics: dict[str, Any], title: str) -> None:
         print_regression_table(metrics, title)
     elif "per_type" in metrics:
         print_entity_table(metrics, title)
+    elif "per_label" in metrics:
+        print_multilabel_table(metrics, title)
+    elif "perplexity" in metrics:
+        print_language_model_table(metrics, title)
     else:
         print_classification_table(metrics, title)
 
@@ -251,6 +272,54 @@ def print_entity_table(metrics: dict[str, Any], title: str) -> None:
     out.print(per)
     if base:
         out.print(f"eval n={metrics['n']:,} sentences; word lookup tags each word with its most frequent training tag")
+
+
+def print_multilabel_table(metrics: dict[str, Any], title: str) -> None:
+    """Scores at the tuned per-label thresholds and at 0.5, beside the baselines (TF-IDF + SVM per label, frequent labels)."""
+    columns = [("model (tuned thresholds)", metrics)]
+    if "at_threshold_0.5" in metrics:
+        columns.append(("model (threshold 0.5)", metrics["at_threshold_0.5"]))
+    for key, name in (("tfidf_ovr_baseline", "TF-IDF + SVM per label"), ("frequent_labels_baseline", "frequent labels")):
+        if key in metrics:
+            columns.append((name, metrics[key]))
+    table = Table("metric", *[name for name, _ in columns], title=title)
+    for key in ("micro_f1", "macro_f1", "weighted_f1", "samples_f1", "subset_accuracy", "hamming_loss"):
+        table.add_row(key, *[f"{m[key]:.4f}" if key in m else "" for _, m in columns])
+    out.print(table)
+    thresholds = metrics.get("thresholds", {})
+    per = Table("label", "threshold", "precision", "recall", "f1", "support", title="per label (at the tuned thresholds)")
+    for name, m in metrics["per_label"].items():
+        t = f"{thresholds[name]:.2f}" if name in thresholds else ""
+        per.add_row(name, t, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
+    out.print(per)
+    out.print(f"eval n={metrics['n']:,}; subset_accuracy counts exactly right label sets; lower hamming_loss is better")
+    if "thresholds_tuned_on" in metrics:
+        out.print(f"thresholds tuned on {metrics['thresholds_tuned_on']}")
+    if "frequent_labels_baseline" in metrics:
+        always = ", ".join(map(repr, metrics["frequent_labels_baseline"]["predicts"])) or "no label"
+        out.print(f"the frequent-labels baseline always predicts {always}")
+    svm, at_half = metrics.get("tfidf_ovr_baseline"), metrics.get("at_threshold_0.5")
+    if svm and at_half:
+        gap = (at_half["micro_f1"] - svm["micro_f1"]) * 100
+        verdict = "beats" if gap > 0 else "does not beat"
+        out.print(
+            f"the fine-tuned model (threshold 0.5) {verdict} TF-IDF + linear SVM per label by {gap:+.2f} micro-F1 points on the same split"
+        )
+
+
+def print_language_model_table(metrics: dict[str, Any], title: str) -> None:
+    """Perplexity, loss and masked-token accuracy; before and after training when the run measured both."""
+    keys = ("perplexity", "eval_loss", "masked_accuracy")
+    before = "perplexity_before" in metrics
+    table = Table("metric", *(["before training", "after training"] if before else ["model"]), title=title)
+    for key in keys:
+        table.add_row(key, *([f"{metrics[f'{key}_before']:.4f}"] if before else []), f"{metrics[key]:.4f}")
+    out.print(table)
+    masking = metrics.get("masking", {})
+    out.print(
+        f"eval n={metrics['n']:,} texts, {metrics['masked_tokens']:,} masked tokens (same positions every time, seed {masking.get('seed')}); "
+        "lower perplexity is better"
+    )
 
 
 def print_classification_table(metrics: dict[str, Any], title: str) -> None:

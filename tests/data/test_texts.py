@@ -271,3 +271,13 @@ def test_eval_label_unseen_in_training(tmp_path: Path) -> None:
     message = prepare_error(DataConfig(train=train, eval=evaluation))
     assert "eval.csv: 2 labels never seen in training: 'maybe' (2 rows), 'other' (1 rows); lines 3, 5, 6" in message
     assert "Labels in" in message and "train.csv: neg, pos" in message
+
+
+def test_read_labels_false_ignores_whatever_the_label_column_holds(tmp_path):
+    """predict --input on a multi-label JSONL: list labels must not stop the texts from loading."""
+    import json as _json
+
+    path = tmp_path / "ml.jsonl"
+    path.write_text("".join(_json.dumps({"text": f"t{i}", "labels": ["a", "b"]}) + "\n" for i in range(3)))
+    texts = load_texts(str(path), require_labels=False, read_labels=False)
+    assert texts.texts == ["t0", "t1", "t2"] and texts.labels is None and texts.text_col == "text"

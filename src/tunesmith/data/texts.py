@@ -84,6 +84,7 @@ def load_texts(
     *,
     require_labels: bool = True,
     encoding: str = "utf-8",
+    read_labels: bool = True,
 ) -> LabelledTexts:
     """Load texts (and labels) from a file or a packaged dataset.
 
@@ -93,6 +94,7 @@ def load_texts(
         label_col: column holding the label; detected from :data:`LABEL_COLUMN_NAMES` when None.
         require_labels: when False a missing label column is allowed (``labels`` is None).
         encoding: text encoding of CSV/TSV/JSONL files.
+        read_labels: False to load only the texts (for prediction), whatever a label column holds.
 
     Returns:
         The texts as written (unstripped), labels normalised to strings (``1.0`` -> ``"1"``,
@@ -111,7 +113,13 @@ def load_texts(
         if chosen_label == ds.label_col:
             label_names = ds.label_names
         return texts_from_table(
-            table, source, text_col or ds.text_col, chosen_label, require_labels=require_labels, label_names=label_names
+            table,
+            source,
+            text_col or ds.text_col,
+            chosen_label,
+            require_labels=require_labels,
+            label_names=label_names,
+            read_labels=read_labels,
         )
     close = difflib.get_close_matches(source, list(PACKAGED), n=1)
     if close and not Path(source).exists():
@@ -119,7 +127,7 @@ def load_texts(
             f"file not found: {source}; check the path, or did you mean the packaged dataset '{close[0]}'? (list them with `tunesmith data list`)"
         )
     table = read_table(source, encoding=encoding)
-    return texts_from_table(table, source, text_col, label_col, require_labels=require_labels)
+    return texts_from_table(table, source, text_col, label_col, require_labels=require_labels, read_labels=read_labels)
 
 
 def texts_from_table(
@@ -130,9 +138,10 @@ def texts_from_table(
     *,
     require_labels: bool = True,
     label_names: dict[str, str] | None = None,
+    read_labels: bool = True,
 ) -> LabelledTexts:
     """Like :func:`load_texts` for a table already read; ``source`` names it in messages."""
-    resolved_label = _resolve_label_column(table, source, label_col, text_col, require_labels)
+    resolved_label = _resolve_label_column(table, source, label_col, text_col, require_labels and read_labels)
     resolved_text = _resolve_text_column(table, source, text_col, resolved_label)
     if resolved_text == resolved_label:
         raise UserError(
@@ -142,6 +151,8 @@ def texts_from_table(
     texts, text_problems = _collect_texts(table, resolved_text)
     labels: list[str] | None = None
     label_problems: list[str] = []
+    if not read_labels:
+        resolved_label = None  # found only so it is not mistaken for the text column
     if resolved_label is not None:
         labels, label_problems = _collect_labels(table, resolved_label, label_names)
         if not require_labels and label_col is None and all(normalise_label(row[resolved_label]) is None for row in table.rows):

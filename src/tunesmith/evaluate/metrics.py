@@ -112,3 +112,44 @@ def entity_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]],
         "token_accuracy": correct / tokens if tokens else 0.0,
         "per_type": per_type,
     }
+
+
+def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """Multi-label scores: micro/macro/weighted/samples P/R/F1, subset accuracy, hamming loss and per-label P/R/F1.
+
+    Args:
+        y_true: ``[n, k]`` 0/1 gold matrix (``y_true[i, j] == 1``: text ``i`` has ``labels[j]``).
+        y_pred: ``[n, k]`` 0/1 predictions.
+        labels: the ``k`` label names.
+
+    Returns:
+        A JSON-serialisable dict. ``subset_accuracy`` counts texts whose whole label set is exactly right;
+        ``hamming_loss`` is the share of wrong (text, label) decisions. Samples averages score each text
+        and average over texts; a text with no gold and no predicted labels counts as fully right there.
+    """
+    from sklearn.metrics import precision_recall_fscore_support
+
+    k = len(labels)
+    y_true = np.asarray(y_true).astype(np.int64).reshape(-1, k)
+    y_pred = np.asarray(y_pred).astype(np.int64).reshape(-1, k)
+    n = len(y_true)
+    out: dict[str, Any] = {
+        "n": int(n),
+        "subset_accuracy": float(np.mean(np.all(y_true == y_pred, axis=1))) if n else 0.0,
+        "hamming_loss": float(np.mean(y_true != y_pred)) if n else 0.0,
+    }
+    for avg in ("micro", "macro", "weighted", "samples"):
+        # an empty gold set predicted empty is a correct "none of these" answer, not a 0/0 to punish
+        zero_division = 1.0 if avg == "samples" else 0.0
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=zero_division)
+        out[f"{avg}_precision"], out[f"{avg}_recall"], out[f"{avg}_f1"] = float(p), float(r), float(f)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
+    predicted = y_pred.sum(axis=0)
+    out["per_label"] = {
+        name: {"precision": float(p[j]), "recall": float(r[j]), "f1": float(f[j]), "support": int(s[j]), "predicted": int(predicted[j])}
+        for j, name in enumerate(labels)
+    }
+    out["mean_labels_gold"] = float(y_true.sum(axis=1).mean()) if n else 0.0
+    out["mean_labels_predicted"] = float(y_pred.sum(axis=1).mean()) if n else 0.0
+    out["labels"] = list(labels)
+    return out

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from tunesmith.tasks import classify, ner, regress
+from tunesmith.tasks import classify, mlm, multilabel, ner, regress
 from tunesmith.tasks.base import Task
 
 TASKS: dict[str, Task] = {}
@@ -21,5 +21,17 @@ def register_task(task: Task) -> None:
 register_task(classify.TASK)
 register_task(regress.TASK)
 register_task(ner.TASK)
+register_task(mlm.TASK)
+register_task(multilabel.TASK)
 
-__all__ = ["TASKS", "Task", "register_task"]
+
+def task_for(config) -> Task:
+    """The task record a config asks for (``classify`` with ``data.multi_label`` is its own task)."""
+    if config.task == "classify" and config.data.multi_label:
+        if "multilabel" not in TASKS:
+            raise RuntimeError("the multi-label task is not registered")
+        return TASKS["multilabel"]
+    return TASKS[config.task]
+
+
+__all__ = ["TASKS", "Task", "register_task", "task_for"]
