@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tunesmith.errors import UserError
 
-TaskName = Literal["classify", "regress", "ner"]
+TaskName = Literal["classify", "regress", "ner", "mlm"]
 
 
 class _Section(BaseModel):
@@ -42,6 +42,8 @@ class DataConfig(_Section):
     )
     dedupe: bool = Field(True, description="drop exact-duplicate texts before splitting (keeps the first occurrence)")
     encoding: str = Field("utf-8", description="text encoding of CSV/TSV/JSONL files")
+    multi_label: bool = Field(False, description="classify: each text has a set of labels (`a|b` in CSV, a list in JSONL)")
+    label_sep: str = Field("|", min_length=1, description="classify --multi-label: separator between labels in a CSV/TSV cell")
     tag_scheme: Literal["auto", "BIO", "BIOES"] = Field(
         "auto", description="ner: tag scheme of the data; auto detects BIOES when E-/S- tags occur"
     )
@@ -100,6 +102,8 @@ class TrainingConfig(_Section):
     )
     group_by_length: bool = Field(True, description="batch texts of similar length together (less padding, much faster)")
     baseline: bool = Field(True, description="also fit TF-IDF + linear SVM on the same split and report it beside the model (seconds)")
+    mlm_probability: float = Field(0.15, gt=0, lt=1, description="mlm: share of tokens masked for prediction")
+    whole_word_mask: bool = Field(False, description="mlm: mask whole words (all their sub-tokens) instead of single sub-tokens")
     seed: int = Field(42, description="seed for splits, initialisation and data order")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; default: all cores, one less if the machine is busy")
 
@@ -118,9 +122,9 @@ class RunConfig(_Section):
     def _consistent(self) -> RunConfig:
         if self.data.eval is not None and self.data.eval == self.data.train:
             raise ValueError("`data.eval` is the same file as `data.train`; give a separate eval file or omit it for a held-out split")
-        from tunesmith.tasks import TASKS  # late: tasks build on this module
+        from tunesmith.tasks import task_for  # late: tasks build on this module
 
-        allowed = TASKS[self.task].metrics
+        allowed = task_for(self).metrics
         if self.training.metric != "auto" and self.training.metric not in allowed:
             raise ValueError(
                 f"`training.metric` {self.training.metric!r} is not a {self.task} metric; choose auto or one of {', '.join(allowed)}"
@@ -130,9 +134,9 @@ class RunConfig(_Section):
     @property
     def metric(self) -> str:
         """The eval metric that picks the best checkpoint, with ``auto`` resolved for the task."""
-        from tunesmith.tasks import TASKS
+        from tunesmith.tasks import task_for
 
-        return TASKS[self.task].default_metric if self.training.metric == "auto" else self.training.metric
+        return task_for(self).default_metric if self.training.metric == "auto" else self.training.metric
 
 
 SECTIONS: dict[str, type[_Section]] = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig}

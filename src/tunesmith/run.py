@@ -53,11 +53,11 @@ class Run:
     def predictor(self):
         """The task's predictor for this run's model (loaded once, on first use)."""
         if self._predictor is None:
-            from tunesmith.tasks import TASKS
+            from tunesmith.tasks import task_for
             from tunesmith.training.runner import quiet_transformers
 
             quiet_transformers()
-            self._predictor = TASKS[self.config.task].load_predictor(self.dir / MODEL, self.config)
+            self._predictor = task_for(self.config).load_predictor(self.dir / MODEL, self.config)
         return self._predictor
 
     @property

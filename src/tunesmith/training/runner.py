@@ -19,7 +19,7 @@ from rich.console import Console
 
 from tunesmith.config import RunConfig, build_config, dump_config, load_config
 from tunesmith.errors import UserError
-from tunesmith.tasks import TASKS
+from tunesmith.tasks import task_for
 from tunesmith.training import hardware, methods
 from tunesmith.training.rundir import (
     CHECKPOINTS,
@@ -125,7 +125,7 @@ def train(config: RunConfig | dict[str, Any] | None = None, *, console: Console 
     t = config.training
     # data first: most user mistakes are in the data, and they should be reported in a second,
     # before the heavy imports and the model load
-    task = TASKS[config.task]
+    task = task_for(config)
     data = task.prepare(config)
 
     from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, set_seed
