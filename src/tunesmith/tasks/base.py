@@ -128,3 +128,12 @@ def load_pretrained(config, auto_class, **config_kwargs):
     except (OSError, ValueError, KeyError) as exc:
         raise load_failure(config.model.model, exc) from None
     return tokenizer, model
+
+
+def load_trained(model_dir: Path, auto_class) -> tuple[Any, torch.nn.Module, str]:
+    """A run's saved model for inference: tokenizer, model in eval mode, and the fastest precision here."""
+    from transformers import AutoTokenizer
+
+    from tunesmith.training.hardware import resolve_precision
+
+    return AutoTokenizer.from_pretrained(model_dir), auto_class.from_pretrained(model_dir).eval(), resolve_precision("auto")

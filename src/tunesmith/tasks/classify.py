@@ -18,7 +18,7 @@ from tunesmith.config import RunConfig
 from tunesmith.data import PreparedData, prepare_classification
 from tunesmith.errors import UserError
 from tunesmith.evaluate.metrics import classification_metrics, majority_baseline
-from tunesmith.tasks.base import Encoded, EncodedDataset, Task, encode_texts, load_pretrained
+from tunesmith.tasks.base import Encoded, EncodedDataset, Task, encode_texts, load_pretrained, load_trained
 from tunesmith.tasks.inference import batched_logits, softmax
 
 
@@ -161,16 +161,12 @@ class ClassifyPredictor:
     """A trained classifier: ``predict`` texts, ``evaluate`` a labelled file."""
 
     def __init__(self, model_dir: Path, config: RunConfig):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from tunesmith.training.hardware import resolve_precision
+        from transformers import AutoModelForSequenceClassification
 
         self.config = config
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+        self.tokenizer, self.model, self.precision = load_trained(model_dir, AutoModelForSequenceClassification)
         id2label = self.model.config.id2label
         self.labels = [id2label[i] for i in range(len(id2label))]
-        self.precision = resolve_precision("auto")
 
     def predict(self, texts: Sequence[str], *, batch_size: int | None = None) -> list[dict[str, Any]]:
         probs = predict_proba(

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tunesmith.config import RunConfig, TrainingConfig
 from tunesmith.data.unlabelled import RawTexts, load_unlabelled, prepare_unlabelled
 from tunesmith.errors import UserError
-from tunesmith.tasks.base import Encoded, EncodedDataset, Task, load_pretrained
+from tunesmith.tasks.base import Encoded, EncodedDataset, Task, load_pretrained, load_trained
 from tunesmith.tasks.inference import autocast_context, length_sorted_batches
 
 TOP_K = 5
@@ -322,15 +322,11 @@ class MlmPredictor:
     """A masked-LM model: ``predict`` fills masks, ``evaluate`` measures perplexity on a file of texts."""
 
     def __init__(self, model_dir: Path, config: RunConfig):
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
-
-        from tunesmith.training.hardware import resolve_precision
+        from transformers import AutoModelForMaskedLM
 
         self.config = config
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForMaskedLM.from_pretrained(model_dir).eval()
+        self.tokenizer, self.model, self.precision = load_trained(model_dir, AutoModelForMaskedLM)
         self.labels: list[str] = []
-        self.precision = resolve_precision("auto")
 
     def predict(self, texts: Sequence[str], *, batch_size: int | None = None) -> list[dict[str, Any]]:
         return fill_mask(

@@ -23,7 +23,7 @@ from tunesmith.config import RunConfig
 from tunesmith.data.multilabel import PreparedMultiLabel, check_known_labels, label_matrix, load_label_sets, prepare_multilabel
 from tunesmith.evaluate.metrics import multilabel_metrics
 from tunesmith.tasks import classify
-from tunesmith.tasks.base import Encoded, EncodedDataset, Task, encode_texts, load_pretrained
+from tunesmith.tasks.base import Encoded, EncodedDataset, Task, encode_texts, load_pretrained, load_trained
 from tunesmith.tasks.inference import batched_logits
 
 THRESHOLDS_FILE = "tunesmith_multilabel.json"
@@ -240,17 +240,13 @@ class MultiLabelPredictor:
     """A trained multi-label classifier with its per-label thresholds: ``predict`` texts, ``evaluate`` a labelled file."""
 
     def __init__(self, model_dir: Path, config: RunConfig):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from tunesmith.training.hardware import resolve_precision
+        from transformers import AutoModelForSequenceClassification
 
         self.config = config
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+        self.tokenizer, self.model, self.precision = load_trained(model_dir, AutoModelForSequenceClassification)
         id2label = self.model.config.id2label
         self.labels = [id2label[i] for i in range(len(id2label))]
         self.thresholds = read_thresholds(model_dir, self.labels)
-        self.precision = resolve_precision("auto")
 
     def _proba(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         return predict_proba(

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tunesmith.config import RunConfig
 from tunesmith.data.targets import PreparedTargets, load_targets, prepare_regression, target_columns
 from tunesmith.evaluate.metrics import regression_metrics
-from tunesmith.tasks.base import Encoded, EncodedDataset, Task, encode_texts, load_pretrained
+from tunesmith.tasks.base import Encoded, EncodedDataset, Task, encode_texts, load_pretrained, load_trained
 from tunesmith.tasks.inference import batched_logits
 
 TARGETS_FILE = "tunesmith_targets.json"
@@ -170,16 +170,12 @@ class RegressPredictor:
     """A trained regressor: values in the targets' own units."""
 
     def __init__(self, model_dir: Path, config: RunConfig):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from tunesmith.training.hardware import resolve_precision
+        from transformers import AutoModelForSequenceClassification
 
         self.config = config
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+        self.tokenizer, self.model, self.precision = load_trained(model_dir, AutoModelForSequenceClassification)
         self.scaler = Scaler.load(model_dir)
         self.labels = self.scaler.names
-        self.precision = resolve_precision("auto")
 
     def predict(self, texts: Sequence[str], *, batch_size: int | None = None) -> list[dict[str, Any]]:
         values = predict_values(
