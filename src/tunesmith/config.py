@@ -42,6 +42,9 @@ class DataConfig(_Section):
     )
     dedupe: bool = Field(True, description="drop exact-duplicate texts before splitting (keeps the first occurrence)")
     encoding: str = Field("utf-8", description="text encoding of CSV/TSV/JSONL files")
+    balance: Literal["none", "oversample", "undersample"] = Field(
+        "none", description="classify: resample the training split so classes are equally frequent (eval is never resampled)"
+    )
     multi_label: bool = Field(False, description="classify: each text has a set of labels (`a|b` in CSV, a list in JSONL)")
     label_sep: str = Field("|", min_length=1, description="classify --multi-label: separator between labels in a CSV/TSV cell")
     tag_scheme: Literal["auto", "BIO", "BIOES"] = Field(
@@ -102,6 +105,7 @@ class TrainingConfig(_Section):
     )
     group_by_length: bool = Field(True, description="batch texts of similar length together (less padding, much faster)")
     baseline: bool = Field(True, description="also fit TF-IDF + linear SVM on the same split and report it beside the model (seconds)")
+    overfit_monitor: bool = Field(True, description="watch the train/eval gap during training; warn and write overfitting.json with remedies")
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="mlm: share of tokens masked for prediction")
     whole_word_mask: bool = Field(False, description="mlm: mask whole words (all their sub-tokens) instead of single sub-tokens")
     seed: int = Field(42, description="seed for splits, initialisation and data order")
