@@ -251,7 +251,7 @@ def run_trainer_arm(data, *, best: bool, epochs: float, workdir: Path) -> dict[s
     if len(pred.label_ids) != len(data.eval):
         raise RuntimeError(f"predict returned {len(pred.label_ids)} labels for {len(data.eval)} eval examples")
     # Scored against pred.label_ids: with length grouping predict() reorders the examples.
-    accuracy = classify.make_compute_metrics(data.labels)(pred)["accuracy"]
+    accuracy = classify.make_compute_metrics(data)(pred)["accuracy"]
 
     seen = examples_trained(trainer.state.global_step, len(data.train), epochs)
     return {
