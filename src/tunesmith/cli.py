@@ -409,6 +409,240 @@ def _add_doctor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON (every finding with all its evidence)")
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from tunesmith.deploy import export
+
+    result = export(args.run, format=args.format, quantize=args.quantize, output=args.output)
+    speed, torch_fp32, exported = result.speed, result.speed["pytorch_fp32"], result.speed["export"]
+    title = f"speed on {speed['texts']} eval texts, {speed['threads']} thread(s)"
+    table = Table("", "PyTorch fp32", f"{result.format} {result.precision}", title=title)
+    table.add_row(f"texts/s (batch {speed['batch_size']})", f"{torch_fp32['texts_per_second']:.1f}", f"{exported['texts_per_second']:.1f}")
+    table.add_row("latency ms (batch 1, median)", f"{torch_fp32['latency_ms_batch1']:.2f}", f"{exported['latency_ms_batch1']:.2f}")
+    out.print(table)
+    out.print(result.parity_summary(), highlight=False)
+    out.print(f"wrote {result.dir} ({result.model_file.name}, tokenizer, export.json with the post-processing to apply)")
+    if not result.parity_passed:
+        err.print("[bold red]error:[/] the export does not reproduce the run:", end=" ")
+        err.print(f"{result.parity_summary()}; files kept, marked parity_passed false in export.json", markup=False, highlight=False)
+        return 1
+    return 0
+
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory written by `tunesmith train` (classify, multi-label, regress or ner)")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="model format [default: onnx]")
+    p.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantization of the weights [default: none, fp32]")
+    p.add_argument("--output", metavar="DIR", help="export directory, replaced as a whole [default: RUN/export/<format>[-int8]]")
+
+
+_CURVE_TRAINING_FLAGS = ("model", "epochs", "lr", "batch_size", "max_length", "precision", "threads")
+
+
+def cmd_curve(args: argparse.Namespace) -> int:
+    from tunesmith.config import load_config
+    from tunesmith.evaluate.curve import METRIC_NAMES, learning_curve
+
+    overrides = {"train": args.data}
+    for key in ("eval", "text_col", "label_col", "seed", *_CURVE_TRAINING_FLAGS):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    config = load_config(args.config, overrides)
+    result = learning_curve(config, fractions=args.fractions, repeats=args.repeats, estimator=args.estimator, out=args.out, console=err)
+    table = Table("fraction", "train examples", "macro-F1", "accuracy", title=f"learning curve ({result.summary['estimator']})")
+    for fraction in result.summary["fractions"]:
+        pts = [p for p in result.points if p["fraction"] == fraction]
+        mean = {m: sum(p[m] for p in pts) / len(pts) for m in ("macro_f1", "accuracy")}
+        table.add_row(f"{fraction:g}", f"{pts[0]['n']:,}", f"{mean['macro_f1']:.4f}", f"{mean['accuracy']:.4f}")
+    out.print(table)
+    out.print(result.sentence, highlight=False)
+    check = result.validation or {}
+    if check.get("available"):
+        m = check["macro_f1"]
+        if m["predicted"] is not None:
+            lo, hi = m["interval"]
+            out.print(
+                f"extrapolation check: fitted on fractions <= {check['max_fraction']:g}, the curve predicts {METRIC_NAMES['macro_f1']} "
+                f"{m['predicted'] * 100:.1f} at n={check['n_checked']:,} ({check['level']:.0%} interval {lo * 100:.1f}-{hi * 100:.1f}); "
+                f"measured {m['measured'] * 100:.1f}: {'inside' if m['inside'] else 'outside'} the interval",
+                highlight=False,
+            )
+    out.print(f"wrote {result.dir / 'curve.json'} and {result.dir / 'curve.png'}")
+    return 0
+
+
+def _add_curve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", metavar="DATA", help="training data: a CSV/TSV/JSONL/Parquet file or a packaged dataset name")
+    p.add_argument("--eval", metavar="FILE", help="eval file; default: the seeded stratified holdout `tunesmith train` would use")
+    p.add_argument(
+        "--fractions",
+        default="0.1,0.2,0.4,0.7,1.0",
+        metavar="F,F,...",
+        help="shares of the training split to train on (nested stratified subsamples) [default: 0.1,0.2,0.4,0.7,1.0]",
+    )
+    p.add_argument("--repeats", type=int, metavar="N", help="subsamples per fraction, each its own seed [default: 2 baseline, 1 finetune]")
+    p.add_argument(
+        "--estimator",
+        choices=("baseline", "finetune"),  # tunesmith.evaluate.curve.ESTIMATORS, spelled out: that module imports numpy
+        default="baseline",
+        help="baseline: TF-IDF + linear SVM (seconds); finetune: a training run per point",
+    )
+    p.add_argument("--out", metavar="DIR", help="directory for curve.json and curve.png [default: runs/curve-<data>-<time>]")
+    p.add_argument("--text-col", help="text column (default: detected)")
+    p.add_argument("--label-col", help="label column (default: detected)")
+    p.add_argument("--seed", metavar="N", help="seed of the split, the subsamples and training [default: 42]")
+    p.add_argument("--config", metavar="FILE", help="YAML config for the finetune runs (flags below override its keys)")
+    group = p.add_argument_group("training settings for --estimator finetune (see `tunesmith train --help`)")
+    for key in _CURVE_TRAINING_FLAGS:
+        group.add_argument("--" + key.replace("_", "-"), dest=key, metavar=key.upper())
+
+
+def cmd_augment(args: argparse.Namespace) -> int:
+    import shlex
+
+    from tunesmith.data.augment import augment_file
+
+    result = augment_file(
+        args.data,
+        args.out,
+        method=args.method,
+        factor=args.factor,
+        alpha=args.alpha,
+        seed=args.seed,
+        text_col=args.text_col,
+        label_col=args.label_col,
+        eval_out=args.eval_out,
+        eval_fraction=args.eval_fraction,
+    )
+    originals = result.rows_out - result.augmented
+    out.print(
+        f"wrote {result.rows_out:,} rows to {result.out}: {originals:,} originals + {result.augmented:,} EDA copies "
+        f"({args.factor} per row, alpha {args.alpha:g}, seed {args.seed})"
+    )
+    if result.cjk_texts:
+        out.print(f"{result.cjk_texts:,} texts are mostly CJK: edited per character")
+    if result.unchanged:
+        out.print(f"{result.unchanged:,} copies came out the same as their source (they will be dropped as duplicates in training)")
+    cols: list[str] = []
+    for flag, value in (("--text-col", args.text_col), ("--label-col", args.label_col)):
+        if value:
+            cols += [flag, value]
+    if result.eval_out is not None:
+        out.print(f"held out {result.eval_rows:,} eval rows, un-augmented, in {result.eval_out}")
+        out.print("train with:  " + shlex.join(["tunesmith", "train", "--train", str(result.out), "--eval", str(result.eval_out), *cols]))
+    else:
+        out.print(
+            "the output is training data only: train with a separate eval file, "
+            + shlex.join(["tunesmith", "train", "--train", str(result.out), "--eval", "EVAL_FILE", *cols])
+            + " (a split held out of the output would hold copies of its own training texts; --eval-out FILE holds one out first)"
+        )
+    return 0
+
+
+def _add_augment(p: argparse.ArgumentParser) -> None:
+    from tunesmith.data.augment import METHODS
+
+    p.add_argument("data", metavar="DATA", help="labelled training data: a CSV/TSV/JSONL/Parquet file or a packaged dataset name")
+    p.add_argument("--out", required=True, metavar="FILE", help="file to write (.csv, .tsv or .jsonl): the rows plus their copies")
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default="eda",
+        help="eda: random swap, deletion and insertion of words (characters for CJK); backtranslate and paraphrase are not available yet",
+    )
+    p.add_argument("--factor", type=int, default=1, metavar="N", help="augmented copies per row [default: 1]")
+    p.add_argument("--alpha", type=float, default=0.1, help="share of the words each copy changes [default: 0.1]")
+    p.add_argument("--seed", type=int, default=42, help="seed of the edits and of --eval-out's split [default: 42]")
+    p.add_argument("--text-col", help="text column (default: detected)")
+    p.add_argument("--label-col", help="label column (default: detected)")
+    p.add_argument(
+        "--eval-out",
+        metavar="FILE",
+        help="first hold out the eval split `tunesmith train` would draw (same seed and fraction) into FILE, un-augmented",
+    )
+    p.add_argument("--eval-fraction", type=float, default=0.2, help="share held out with --eval-out [default: 0.2]")
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from tunesmith.config import load_config
+    from tunesmith.evaluate.cv import OOF_FILE, RESULT_FILE, TASK_SPECS, cross_validate, cv_table
+
+    overrides = config_overrides(args)
+    if args.data is not None:
+        if overrides.get("train", args.data) != args.data:
+            raise UserError(f"cv got two training sets, DATA {args.data!r} and --train {overrides['train']!r}; give one of them")
+        overrides["train"] = args.data
+    config = load_config(args.config, overrides)
+    result = cross_validate(config, folds=args.folds, group_col=args.group_col, console=err)
+    out.print(cv_table(result))
+    shown = TASK_SPECS[result.task].table_metrics[:2]
+    pooled = ", ".join(f"{m} {result.pooled[m]:.4f}" for m in shown)
+    out.print(f"all out-of-fold predictions pooled: {pooled} (n={result.pooled['n']:,})")
+    out.print(f"wrote {result.out / RESULT_FILE} and {result.out / OOF_FILE}; each fold is a run: {result.out / 'fold-1' / 'run'} ...")
+    return 0
+
+
+def _add_cv(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "data",
+        metavar="DATA",
+        nargs="?",
+        help="data to split into folds: a file or packaged dataset name [default: --train / the config's]",
+    )
+    p.add_argument("--folds", type=int, default=5, metavar="K", help="number of folds [default: 5]")
+    p.add_argument(
+        "--group-col",
+        metavar="COLUMN",
+        help="column whose values (speaker, document, user id) must never be split between train and eval (stratified group k-fold)",
+    )
+    add_config_flags(p)
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from tunesmith.classic.baselines import baselines_table, run_baselines
+    from tunesmith.config import build_config
+
+    flags = {
+        "train": args.data,
+        "eval": args.eval,
+        "text_col": args.text_col,
+        "label_col": args.label_col,
+        "eval_fraction": args.eval_fraction,
+        "seed": args.seed,
+    }
+    # the run config validates the flags, so the split is the one `tunesmith train` with the same flags makes
+    config = build_config({}, {k: v for k, v in flags.items() if v is not None}, source="baseline flags")
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    result = run_baselines(config.data, config.training.seed, out=args.out, models=models, console=err)
+    out.print(baselines_table(result))
+    data = result["data"]
+    out.print(
+        f"eval n={data['eval_size']:,} ({data['split']}); train s = the shared TF-IDF features ({result['features']['seconds']:.1f} s) + the model's fit"
+    )
+    for reason in sorted({r["not_saved"] for r in result["models"].values() if r.get("not_saved")}):
+        out.print(f"[yellow]not saved:[/] {reason}")
+    for name, r in result["models"].items():
+        if r.get("skipped"):
+            out.print(f"[yellow]skipped {name}:[/] {r['skipped']}")
+    out.print(
+        f"wrote {Path(result['out']) / 'baselines.json'}; load a saved model with "
+        f"tunesmith.classic.load_baseline('{Path(result['out']) / 'models' / 'NAME'}').predict(texts)"
+    )
+    return 0
+
+
+def _add_baseline(p: argparse.ArgumentParser) -> None:
+    from tunesmith.classic.baselines import BASELINES
+
+    p.add_argument("data", metavar="DATA", help="training data: a CSV/TSV/JSONL/Parquet file or a packaged dataset name")
+    p.add_argument("--eval", metavar="FILE", help="eval file; default: the same seeded stratified holdout as `tunesmith train`")
+    p.add_argument("--text-col", help="text column (default: detected)")
+    p.add_argument("--label-col", help="label column (default: detected)")
+    p.add_argument("--eval-fraction", metavar="F", help="share held out when there is no eval file [default: 0.2, as train]")
+    p.add_argument("--seed", metavar="N", help="seed of the split and the models [default: 42, as train]")
+    p.add_argument("--models", metavar="A,B", help=f"comma-separated subset of: {', '.join(BASELINES)} [default: all]")
+    p.add_argument("--out", metavar="DIR", help="directory for baselines.json and the saved models [default: runs/baseline-<data>-<time>]")
+
+
 # verb -> (help, description/epilog examples, add arguments, handler); nested verbs use "group verb"
 VERBS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "train": (
@@ -433,12 +667,53 @@ VERBS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Call
         _add_eval,
         cmd_eval,
     ),
+    "cv": (
+        "k-fold cross-validation: one run per fold, mean ± std and a 95% interval beside TF-IDF + SVM",
+        "examples:\n  tunesmith cv data.csv --folds 5 --epochs 2 --out runs/cv-mine\n"
+        "  tunesmith cv data.csv --group-col speaker --folds 5       # a speaker's texts stay in one fold\n"
+        "  tunesmith cv --config examples/sms_spam.yaml --folds 3 --out runs/cv-spam\n"
+        "rerun with the same --out to resume: folds whose run finished are reused; OUT/oof_predictions.jsonl has every row once",
+        _add_cv,
+        cmd_cv,
+    ),
+    "baseline": (
+        "fit classical TF-IDF models (SVM, logreg, tree, forest, NB, soft vote) on the fine-tuning split and compare them",
+        "examples:\n  tunesmith baseline sms_spam\n"
+        "  tunesmith baseline data.csv --eval holdout.csv --text-col text --label-col label --out runs/baseline-mine\n"
+        "  tunesmith baseline data.csv --models linear-svc,logreg --seed 7",
+        _add_baseline,
+        cmd_baseline,
+    ),
+    "curve": (
+        "measure a learning curve and say what doubling the training data should add",
+        "examples:\n  tunesmith curve sms_spam                          # TF-IDF + SVM, 5 fractions x 2 repeats\n"
+        "  tunesmith curve data.csv --eval holdout.csv --fractions 0.1,0.25,0.5,1.0\n"
+        "  tunesmith curve data.csv --estimator finetune --epochs 1 --out runs/curve-mine",
+        _add_curve,
+        cmd_curve,
+    ),
+    "augment": (
+        "write a training file plus EDA copies of each row (swap, delete, insert words)",
+        "examples:\n  tunesmith augment train.csv --method eda --factor 4 --out train-eda.csv\n"
+        "  tunesmith augment data.csv --factor 2 --out train-eda.csv --eval-out eval.csv   # hold out eval first",
+        _add_augment,
+        cmd_augment,
+    ),
     "doctor": (
         "find what in a dataset would hurt fine-tuning, with the command that fixes it",
         "examples:\n  tunesmith doctor sms_spam\n  tunesmith doctor data.csv --eval holdout.csv --text-col text --label-col label\n"
         "  tunesmith doctor data.csv --model none --json   # skip the tokenizer checks, print JSON",
         _add_doctor,
         cmd_doctor,
+    ),
+    "export": (
+        "export a trained run to ONNX or TorchScript, checking that it reproduces the run",
+        "examples:\n  tunesmith export runs/mine                        # RUN/export/onnx: fused fp32 ONNX\n"
+        "  tunesmith export runs/mine --quantize int8        # RUN/export/onnx-int8\n"
+        "  tunesmith export runs/mine --format torchscript --output deploy/model\n"
+        "exit code 1 when the export's outputs differ from the run's beyond the parity bound (files kept)",
+        _add_export,
+        cmd_export,
     ),
     "data list": ("list the packaged datasets", "example:\n  tunesmith data list", _add_list, cmd_data_list),
     "models list": ("list the registry models", "example:\n  tunesmith models list", _add_list, cmd_models_list),

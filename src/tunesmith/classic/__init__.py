@@ -1,5 +1,6 @@
-"""Classical baselines (TF-IDF + linear models) that a fine-tuned model must beat."""
+"""Classical baselines (TF-IDF + linear models, trees, an ensemble) that a fine-tuned model must beat."""
 
-from tunesmith.classic.tfidf import tfidf_svm_predict
+from tunesmith.classic.baselines import BASELINES, LinearTextClassifier, load_baseline, run_baselines
+from tunesmith.classic.tfidf import tfidf_features, tfidf_svm_predict
 
-__all__ = ["tfidf_svm_predict"]
+__all__ = ["BASELINES", "LinearTextClassifier", "load_baseline", "run_baselines", "tfidf_features", "tfidf_svm_predict"]

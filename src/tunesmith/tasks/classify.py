@@ -23,8 +23,17 @@ from tunesmith.tasks.inference import batched_logits, softmax
 
 
 def prepare(config: RunConfig) -> PreparedData:
-    """Load, validate, dedupe and split the data (raises UserError on bad input)."""
-    return prepare_classification(config.data, seed=config.training.seed)
+    """Load, validate, dedupe and split the data, then balance the training split if asked (raises UserError on bad input)."""
+    from tunesmith.data.balance import balance
+
+    data = prepare_classification(config.data, seed=config.training.seed)
+    if config.data.balance == "none":
+        return data
+    # after the split, and on the training side only: resampled copies must never reach eval
+    data.train, data.report["balance"] = balance(data.train, config.data.balance, config.training.seed)
+    data.report["train_size"] = len(data.train)
+    data.report["class_counts_train"] = dict(data.report["balance"]["after"])
+    return data
 
 
 def model_kwargs(labels: Sequence[str]) -> dict[str, Any]:

@@ -155,6 +155,10 @@ def train(config: RunConfig | dict[str, Any] | None = None, *, console: Console 
     args = _training_arguments(config, run_dir, precision, steps_per_epoch, task.metrics[config.metric])
     timer = cb.StepTimer()
     callbacks = [cb.HistoryWriter(run_dir / "history.jsonl"), cb.RichProgress(console, config.metric), timer]
+    if t.overfit_monitor:
+        from tunesmith.training.monitor import OverfitMonitor
+
+        callbacks.append(OverfitMonitor(console, run_dir, config))
     if t.early_stopping:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping))
     trainer = Trainer(
