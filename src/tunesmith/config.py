@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tunesmith.errors import UserError
 
-TaskName = Literal["classify", "regress", "ner", "mlm"]
+TaskName = Literal["classify", "regress", "ner", "mlm", "multitask"]
 
 
 class _Section(BaseModel):
@@ -44,6 +44,11 @@ class DataConfig(_Section):
     encoding: str = Field("utf-8", description="text encoding of CSV/TSV/JSONL files")
     balance: Literal["none", "oversample", "undersample"] = Field(
         "none", description="classify: resample the training split so classes are equally frequent (eval is never resampled)"
+    )
+    lang_col: str | None = Field(None, description="column holding each text's language; enables per-language metrics and --lang-temperature")
+    detect_language: bool = Field(False, description="identify each text's language (py3langid) for per-language metrics and --lang-temperature")
+    lang_temperature: float | None = Field(
+        None, ge=1.0, description="resample training texts across languages with probability ~ n^(1/T): 1 keeps the mix, larger flattens it"
     )
     multi_label: bool = Field(False, description="classify: each text has a set of labels (`a|b` in CSV, a list in JSONL)")
     label_sep: str = Field("|", min_length=1, description="classify --multi-label: separator between labels in a CSV/TSV cell")
@@ -105,11 +110,44 @@ class TrainingConfig(_Section):
     )
     group_by_length: bool = Field(True, description="batch texts of similar length together (less padding, much faster)")
     baseline: bool = Field(True, description="also fit TF-IDF + linear SVM on the same split and report it beside the model (seconds)")
+    doctor: bool = Field(True, description="classify: run `tunesmith doctor` on the data first and keep its findings in doctor.json")
     overfit_monitor: bool = Field(True, description="watch the train/eval gap during training; warn and write overfitting.json with remedies")
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="mlm: share of tokens masked for prediction")
     whole_word_mask: bool = Field(False, description="mlm: mask whole words (all their sub-tokens) instead of single sub-tokens")
+    task_sampling: Literal["proportional", "temperature"] = Field(
+        "proportional",
+        description="multitask: proportional: every head's training examples once per epoch; "
+        "temperature: resample so head h gets a share of each epoch proportional to n_h^(1/sampling_temperature)",
+    )
+    sampling_temperature: float = Field(
+        2.0, ge=1.0, description="multitask --task-sampling temperature: 1 is proportional, larger values move towards equal shares"
+    )
     seed: int = Field(42, description="seed for splits, initialisation and data order")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; default: all cores, one less if the machine is busy")
+
+
+class HeadConfig(_Section):
+    """multitask: one head on the shared encoder, with its own data (YAML only: a list under ``heads:``)."""
+
+    name: str = Field(
+        ..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", description="head name (letters, digits, _ and -): metric and prediction key"
+    )
+    type: Literal["classify", "regress"] = Field(..., description="classify: one label per text; regress: one numeric target per text")
+    train: str | None = Field(None, description="training data of this head; default: data.train")
+    eval: str | None = Field(
+        None, description="eval file of this head; default: data.eval when the head reads data.train, else a held-out split of its own data"
+    )
+    text_col: str | None = Field(None, description="text column; default: data.text_col, else detected")
+    label_col: str | None = Field(None, description="label (classify) or target (regress) column; default: data.label_col, else detected")
+    weight: float = Field(1.0, gt=0, description="weight of this head's loss in the sum over heads")
+
+
+_HEADS_EXAMPLE = (
+    "declare them in the YAML config (heads are not CLI flags), e.g.\n"
+    "    heads:\n"
+    "      - {name: spam, type: classify, train: sms_spam}\n"
+    "      - {name: sentiment, type: regress, train: vader_tweets}"
+)
 
 
 class RunConfig(_Section):
@@ -121,11 +159,17 @@ class RunConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    heads: list[HeadConfig] = Field(
+        default_factory=list, description="multitask: the heads on the shared encoder, each with its own data (YAML only)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
         if self.data.eval is not None and self.data.eval == self.data.train:
             raise ValueError("`data.eval` is the same file as `data.train`; give a separate eval file or omit it for a held-out split")
+        problems = self._head_problems()
+        if problems:
+            raise ValueError("; ".join(problems))
         from tunesmith.tasks import task_for  # late: tasks build on this module
 
         allowed = task_for(self).metrics
@@ -134,6 +178,25 @@ class RunConfig(_Section):
                 f"`training.metric` {self.training.metric!r} is not a {self.task} metric; choose auto or one of {', '.join(allowed)}"
             )
         return self
+
+    def _head_problems(self) -> list[str]:
+        if self.task != "multitask":
+            if self.heads:
+                return [f"`heads` is only read by task multitask, but task is {self.task!r}; remove `heads` or set `task: multitask`"]
+            return []
+        problems = []
+        if len(self.heads) < 2:
+            problems.append(f"task multitask needs at least 2 heads, got {len(self.heads)}; {_HEADS_EXAMPLE}")
+        counts: dict[str, int] = {}
+        for head in self.heads:
+            counts[head.name] = counts.get(head.name, 0) + 1
+        problems += [f"`heads` names must be unique: {name!r} is declared {n} times; rename one" for name, n in counts.items() if n > 1]
+        for head in self.heads:
+            if head.eval is not None and head.eval == (head.train or self.data.train):
+                problems.append(f"head {head.name!r}: `eval` is the same file as its training data; give a separate eval file or omit it")
+        if self.data.multi_label:
+            problems.append("`data.multi_label` is not supported by multitask heads (classify heads are single-label); set it to false")
+        return problems
 
     @property
     def metric(self) -> str:
@@ -144,17 +207,19 @@ class RunConfig(_Section):
 
 
 SECTIONS: dict[str, type[_Section]] = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig}
+YAML_ONLY: dict[str, type[_Section]] = {"heads": HeadConfig}
+"""List-valued keys: set in YAML only, so they get no CLI flag."""
 
 
 def flat_fields() -> dict[str, tuple[str | None, Any]]:
     """Map each flat key (``lr``) to its section (``training``) and pydantic field info.
 
-    Top-level keys map to section ``None``. Raises if two sections share a name, which would make
-    the CLI flag ambiguous.
+    Top-level keys map to section ``None``; list-valued keys (:data:`YAML_ONLY`) have no flat key.
+    Raises if two sections share a name, which would make the CLI flag ambiguous.
     """
     fields: dict[str, tuple[str | None, Any]] = {}
     for name, info in RunConfig.model_fields.items():
-        if name not in SECTIONS:
+        if name not in SECTIONS and name not in YAML_ONLY:
             fields[name] = (None, info)
     for section, cls in SECTIONS.items():
         for name, info in cls.model_fields.items():
@@ -189,7 +254,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
         loc = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
             section = e["loc"][0] if len(e["loc"]) > 1 else None
-            known = list(SECTIONS[section].model_fields if section in SECTIONS else RunConfig.model_fields)
+            known = list({**SECTIONS, **YAML_ONLY}.get(section, RunConfig).model_fields)
             key = str(e["loc"][-1])
             close = [ALIASES[key]] if key in ALIASES else difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean `{close[0]}`?" if close else f"; known keys: {', '.join(known)}"

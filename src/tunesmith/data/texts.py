@@ -75,6 +75,7 @@ class PreparedData:
     eval: LabelledTexts
     labels: list[str]
     report: dict[str, Any]
+    languages: dict[str, list[str]] | None = None  # split -> each example's language, when known
 
 
 def load_texts(

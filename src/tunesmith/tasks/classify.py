@@ -25,12 +25,16 @@ from tunesmith.tasks.inference import batched_logits, softmax
 def prepare(config: RunConfig) -> PreparedData:
     """Load, validate, dedupe and split the data, then balance the training split if asked (raises UserError on bad input)."""
     from tunesmith.data.balance import balance
+    from tunesmith.data.languages import attach_languages
 
     data = prepare_classification(config.data, seed=config.training.seed)
+    attach_languages(data, config)
     if config.data.balance == "none":
         return data
     # after the split, and on the training side only: resampled copies must never reach eval
     data.train, data.report["balance"] = balance(data.train, config.data.balance, config.training.seed)
+    if data.languages:
+        data.languages.pop("train")  # resampled: no longer aligned, and only eval languages are used
     data.report["train_size"] = len(data.train)
     data.report["class_counts_train"] = dict(data.report["balance"]["after"])
     return data
@@ -161,9 +165,24 @@ def evaluate(model, tokenizer, data: PreparedData, config: RunConfig, precision:
     )
     label_id = {name: i for i, name in enumerate(data.labels)}
     metrics["majority_baseline"] = majority_baseline([label_id[t] for t in data.train.labels], y_true, data.labels)
+    if data.languages:
+        metrics["per_language"] = per_language_metrics(records, data.languages["eval"], data.labels)
     if config.training.baseline:
         metrics["tfidf_svm_baseline"] = tfidf_baseline(data, config.training.seed)
     return metrics, records
+
+
+def per_language_metrics(records: Sequence[dict[str, Any]], languages: Sequence[str], labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Accuracy and macro-F1 on each language's eval texts: a multilingual model is only as good as its weakest language."""
+    label_id = {name: i for i, name in enumerate(labels)}
+    by_lang: dict[str, list[dict[str, Any]]] = {}
+    for rec, lang in zip(records, languages, strict=True):
+        by_lang.setdefault(lang, []).append(rec)
+    out = {}
+    for lang, recs in sorted(by_lang.items(), key=lambda kv: -len(kv[1])):
+        m = classification_metrics([label_id[r["gold"]] for r in recs], [label_id[r["label"]] for r in recs], labels)
+        out[lang] = {"n": m["n"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+    return out
 
 
 class ClassifyPredictor:

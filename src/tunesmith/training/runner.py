@@ -150,6 +150,8 @@ def train(config: RunConfig | dict[str, Any] | None = None, *, console: Console 
     data_report = {**data.report, "truncated": encoded.truncated, "max_length": config.data.max_length}
     atomic_write_json(run_dir / "data.json", data_report)
     _print_data_summary(console, data_report)
+    if t.doctor and config.task == "classify" and not config.data.multi_label and not config.resume:
+        _run_doctor(config, run_dir, console)
 
     steps_per_epoch = math.ceil(len(encoded.train) / (t.batch_size * t.grad_accum))
     args = _training_arguments(config, run_dir, precision, steps_per_epoch, task.metrics[config.metric])
@@ -231,6 +233,25 @@ def train(config: RunConfig | dict[str, Any] | None = None, *, console: Console 
     }
     atomic_write_json(run_dir / "metrics.json", summary)
     return Run.load(run_dir)
+
+
+def _run_doctor(config: RunConfig, run_dir: Path, console: Console) -> None:
+    """Diagnose the training data and keep the findings with the run (advice: it never stops training)."""
+    from tunesmith.doctor import diagnose
+
+    d = config.data
+    try:
+        report = diagnose(d.train, d.eval, text_col=d.text_col, label_col=d.label_col, model=config.model.model, max_length=d.max_length, seed=config.training.seed)
+    except UserError as exc:  # the doctor reads the data more leniently; a problem it still has is worth a line
+        console.print(f"[yellow]doctor skipped:[/] {exc}")
+        return
+    atomic_write_text(run_dir / "doctor.json", report.to_json())
+    counts = report.counts()
+    warnings = [f for f in report.findings if f.severity in ("error", "warning")]
+    console.print(
+        f"doctor: {counts.get('error', 0)} errors, {counts.get('warning', 0)} warnings, {counts.get('info', 0)} notes in {run_dir / 'doctor.json'}"
+        + "".join(f"\n  {f.severity}: {f.message}" for f in warnings[:3])
+    )
 
 
 def _save_model(model, tokenizer, final: Path, write_extras) -> None:
