@@ -337,6 +337,11 @@ def print_classification_table(metrics: dict[str, Any], title: str) -> None:
     for name, m in metrics["per_class"].items():
         per_class.add_row(name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
     out.print(per_class)
+    if metrics.get("per_language"):
+        per_lang = Table("language", "n", "accuracy", "macro_f1", title="per language")
+        for lang, m in metrics["per_language"].items():
+            per_lang.add_row(lang, f"{m['n']:,}", f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}")
+        out.print(per_lang)
     if "majority_baseline" in metrics:
         out.print(f"eval n={metrics['n']:,}; the majority-class baseline always predicts {metrics['majority_baseline']['predicts']!r}")
     svm = metrics.get("tfidf_svm_baseline")
@@ -643,6 +648,31 @@ def _add_baseline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="directory for baselines.json and the saved models [default: runs/baseline-<data>-<time>]")
 
 
+def cmd_dedup(args: argparse.Namespace) -> int:
+    from tunesmith.data.dedup import dedup_files
+
+    report = dedup_files(
+        args.data, args.out, eval=args.eval, eval_out=args.eval_out, near=args.near, text_col=args.text_col, encoding=args.encoding
+    )
+    out.print(f"{args.data}: kept {report['rows_kept']:,} of {report['rows_read']:,} rows ({report['duplicates_removed']:,} {report['mode']} duplicates removed) -> {args.out}")
+    if args.eval:
+        out.print(
+            f"{args.eval}: kept {report['eval_rows_kept']:,} of {report['eval_rows_read']:,} rows "
+            f"({report['eval_leaked_removed']:,} also in training, {report['eval_duplicates_removed']:,} duplicates) -> {args.eval_out}"
+        )
+    return 0
+
+
+def _add_dedup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="training file or packaged dataset name")
+    p.add_argument("--out", required=True, help="where to write the deduplicated rows (.csv, .tsv or .jsonl)")
+    p.add_argument("--eval", help="eval file: its duplicates and the rows that also occur in training (leakage) are removed")
+    p.add_argument("--eval-out", help="where to write the cleaned eval rows (needed with --eval)")
+    p.add_argument("--near", action="store_true", help="also remove near duplicates (same after normalising case/punctuation/digits, or >= 90%% shingle overlap)")
+    p.add_argument("--text-col", help="text column (default: detected)")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of the input files")
+
+
 # verb -> (help, description/epilog examples, add arguments, handler); nested verbs use "group verb"
 VERBS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "train": (
@@ -714,6 +744,13 @@ VERBS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Call
         "exit code 1 when the export's outputs differ from the run's beyond the parity bound (files kept)",
         _add_export,
         cmd_export,
+    ),
+    "dedup": (
+        "remove duplicate rows, and eval rows that leak from training",
+        "examples:\n  tunesmith dedup data.csv --out clean.csv\n"
+        "  tunesmith dedup train.csv --eval test.csv --out train.clean.csv --eval-out test.clean.csv --near",
+        _add_dedup,
+        cmd_dedup,
     ),
     "data list": ("list the packaged datasets", "example:\n  tunesmith data list", _add_list, cmd_data_list),
     "models list": ("list the registry models", "example:\n  tunesmith models list", _add_list, cmd_models_list),
