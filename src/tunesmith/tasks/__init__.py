@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from tunesmith.tasks import classify, mlm, multilabel, ner, regress
+from tunesmith.tasks import classify, mlm, multilabel, multitask, ner, regress
 from tunesmith.tasks.base import Task
 
 TASKS: dict[str, Task] = {}
@@ -23,6 +23,7 @@ register_task(regress.TASK)
 register_task(ner.TASK)
 register_task(mlm.TASK)
 register_task(multilabel.TASK)
+register_task(multitask.TASK)
 
 
 def task_for(config) -> Task:
