@@ -125,6 +125,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             table = Table("text", "label", "score", title=f"predictions of {run.dir}")
             for text, row in zip(shown, rows):
                 table.add_row(text, row["label"], f"{row['score']:.4f}")
+        elif "heads" in rows[0]:
+            heads = list(rows[0]["heads"])
+            table = Table("text", *heads, title=f"predictions of {run.dir} (classify: label probability; regress: value)")
+            for text, row in zip(shown, rows):
+                cells = [row["heads"][h] for h in heads]
+                table.add_row(text, *(f"{c['label']} {c['score']:.2f}" if "label" in c else f"{c['value']:.4f}" for c in cells))
         else:
             names = list(rows[0]["values"])
             table = Table("text", *names, title=f"predictions of {run.dir}")
@@ -225,7 +231,9 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 def print_metrics_table(metrics: dict[str, Any], title: str) -> None:
     """The task's headline metrics beside the baselines the run computed."""
-    if "per_target" in metrics:
+    if "per_head" in metrics:
+        print_multitask_table(metrics, title)
+    elif "per_target" in metrics:
         print_regression_table(metrics, title)
     elif "per_type" in metrics:
         print_entity_table(metrics, title)
@@ -235,6 +243,21 @@ def print_metrics_table(metrics: dict[str, Any], title: str) -> None:
         print_language_model_table(metrics, title)
     else:
         print_classification_table(metrics, title)
+
+
+def print_multitask_table(metrics: dict[str, Any], title: str) -> None:
+    """Each head's own table (classify or regress, with its baselines), then the combined score."""
+    for name, m in metrics["per_head"].items():
+        print_metrics_table(m, title=f"{title}: head {name} ({m['task']})")
+    table = Table("head", "task", "weight", "score metric", "score", title=f"{title}: combined")
+    for name, m in metrics["per_head"].items():
+        table.add_row(name, m["task"], f"{m['weight']:g}", m["score_metric"], f"{m['score']:.4f}")
+    table.add_row("all", "", "", "mean", f"{metrics['score']:.4f}")
+    out.print(table)
+    skipped = metrics.get("skipped_heads", {})
+    if skipped:
+        out.print("not scored: " + "; ".join(f"head {name}: {why}" for name, why in skipped.items()))
+    out.print("score = mean over heads of macro_f1 (classify) and max(0, pearson) (regress); higher is better")
 
 
 def print_regression_table(metrics: dict[str, Any], title: str) -> None:
@@ -654,7 +677,9 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     report = dedup_files(
         args.data, args.out, eval=args.eval, eval_out=args.eval_out, near=args.near, text_col=args.text_col, encoding=args.encoding
     )
-    out.print(f"{args.data}: kept {report['rows_kept']:,} of {report['rows_read']:,} rows ({report['duplicates_removed']:,} {report['mode']} duplicates removed) -> {args.out}")
+    out.print(
+        f"{args.data}: kept {report['rows_kept']:,} of {report['rows_read']:,} rows ({report['duplicates_removed']:,} {report['mode']} duplicates removed) -> {args.out}"
+    )
     if args.eval:
         out.print(
             f"{args.eval}: kept {report['eval_rows_kept']:,} of {report['eval_rows_read']:,} rows "
@@ -668,7 +693,11 @@ def _add_dedup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="where to write the deduplicated rows (.csv, .tsv or .jsonl)")
     p.add_argument("--eval", help="eval file: its duplicates and the rows that also occur in training (leakage) are removed")
     p.add_argument("--eval-out", help="where to write the cleaned eval rows (needed with --eval)")
-    p.add_argument("--near", action="store_true", help="also remove near duplicates (same after normalising case/punctuation/digits, or >= 90%% shingle overlap)")
+    p.add_argument(
+        "--near",
+        action="store_true",
+        help="also remove near duplicates (same after normalising case/punctuation/digits, or >= 90%% shingle overlap)",
+    )
     p.add_argument("--text-col", help="text column (default: detected)")
     p.add_argument("--encoding", default="utf-8", help="text encoding of the input files")
 

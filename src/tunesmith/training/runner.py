@@ -241,7 +241,15 @@ def _run_doctor(config: RunConfig, run_dir: Path, console: Console) -> None:
 
     d = config.data
     try:
-        report = diagnose(d.train, d.eval, text_col=d.text_col, label_col=d.label_col, model=config.model.model, max_length=d.max_length, seed=config.training.seed)
+        report = diagnose(
+            d.train,
+            d.eval,
+            text_col=d.text_col,
+            label_col=d.label_col,
+            model=config.model.model,
+            max_length=d.max_length,
+            seed=config.training.seed,
+        )
     except UserError as exc:  # the doctor reads the data more leniently; a problem it still has is worth a line
         console.print(f"[yellow]doctor skipped:[/] {exc}")
         return
