@@ -65,4 +65,13 @@ def spam_csv(tmp_path) -> Path:
 @pytest.fixture
 def tiny_args(tiny_model) -> dict:
     """Config overrides for a fast run on the tiny model."""
-    return {"model": str(tiny_model), "epochs": 2, "batch_size": 8, "lr": 1e-3, "max_length": 32, "precision": "fp32", "threads": 1, "doctor": False}
+    return {
+        "model": str(tiny_model),
+        "epochs": 2,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "max_length": 32,
+        "precision": "fp32",
+        "threads": 1,
+        "doctor": False,
+    }

@@ -191,3 +191,21 @@ def test_hub_id_without_network_fails_fast(spam_csv, tmp_path, capsys, monkeypat
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
     rc = main(["train", "--train", str(spam_csv), "--model", "someone/not-a-model-xyz", "--out", str(tmp_path / "r")])
     assert rc == 2 and "unreachable" in capsys.readouterr().err
+
+
+def test_prediction_rows_of_every_task_flatten_to_csv(tmp_path):
+    from tunesmith.cli import write_records
+
+    records = [
+        {"row": 2, "text": "a", "label": "spam", "score": 0.9, "probabilities": {"ham": 0.1, "spam": 0.9}},
+        {"row": 3, "text": "b", "value": 1.5, "values": {"score": 1.5}},
+        {"row": 4, "text": "c", "entities": [{"text": "Anne", "type": "PER", "start": 0, "end": 4, "score": 0.8}], "tags": ["B-PER"]},
+        {"row": 5, "text": "d", "labels": ["x", "y"], "probabilities": {"x": 0.7, "y": 0.6}},
+        {"row": 6, "text": "e", "heads": {"spam": {"label": "ham", "score": 0.8}, "rating": {"value": 0.3}}},
+    ]
+    path = tmp_path / "p.csv"
+    write_records(records, str(path))
+    rows = list(csv.DictReader(path.open()))
+    assert rows[0]["p_spam"] == "0.900000" and rows[1]["value_score"] == "1.500000"
+    assert json.loads(rows[2]["entities"])[0]["type"] == "PER" and rows[3]["labels"] == "x|y"
+    assert rows[4]["spam.label"] == "ham" and rows[4]["rating.value"] == "0.300000"

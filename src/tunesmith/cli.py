@@ -169,17 +169,37 @@ def write_records(records: list[dict[str, Any]], output: str | None) -> None:
         import csv
         import io
 
+        flat = [flatten_prediction(rec) for rec in records]
+        columns = list(dict.fromkeys(key for row in flat for key in row))
         buf = io.StringIO()
-        labels = list(records[0]["probabilities"]) if records else []
-        writer = csv.writer(buf, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        multi = bool(records) and "labels" in records[0]  # multi-label: the chosen labels joined by "|"
-        writer.writerow(["row", "text", *(["labels"] if multi else ["label", "score"]), *[f"p_{lab}" for lab in labels]])
-        for rec in records:
-            chosen = ["|".join(rec["labels"])] if multi else [rec["label"], f"{rec['score']:.6f}"]
-            writer.writerow([rec["row"], rec["text"], *chosen, *[f"{rec['probabilities'][lab]:.6f}" for lab in labels]])
+        writer = csv.DictWriter(buf, fieldnames=columns, delimiter="\t" if path.suffix.lower() == ".tsv" else ",", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(flat)
         atomic_write_text(path, buf.getvalue())
     else:
         atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def flatten_prediction(rec: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """One CSV row for any task's prediction: labels, scores, p_<label>, value_<target>; spans and tags as JSON."""
+    row: dict[str, str] = {}
+    for key, value in rec.items():
+        if key == "probabilities":
+            row.update({f"{prefix}p_{lab}": f"{p:.6f}" for lab, p in value.items()})
+        elif key == "values":
+            row.update({f"{prefix}value_{name}": f"{v:.6f}" for name, v in value.items()})
+        elif key == "heads":
+            for head, out in value.items():
+                row.update(flatten_prediction(out, prefix=f"{head}."))
+        elif key == "labels" and isinstance(value, list):
+            row[f"{prefix}labels"] = "|".join(value)
+        elif isinstance(value, float):
+            row[f"{prefix}{key}"] = f"{value:.6f}"
+        elif isinstance(value, (list, dict)):
+            row[f"{prefix}{key}"] = json.dumps(value, ensure_ascii=False)
+        else:
+            row[f"{prefix}{key}"] = str(value)
+    return row
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -9,11 +9,12 @@ Field names are unique across sections so each one maps to one flat CLI flag
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunesmith.errors import UserError
 
@@ -45,8 +46,12 @@ class DataConfig(_Section):
     balance: Literal["none", "oversample", "undersample"] = Field(
         "none", description="classify: resample the training split so classes are equally frequent (eval is never resampled)"
     )
-    lang_col: str | None = Field(None, description="column holding each text's language; enables per-language metrics and --lang-temperature")
-    detect_language: bool = Field(False, description="identify each text's language (py3langid) for per-language metrics and --lang-temperature")
+    lang_col: str | None = Field(
+        None, description="column holding each text's language; enables per-language metrics and --lang-temperature"
+    )
+    detect_language: bool = Field(
+        False, description="identify each text's language (py3langid) for per-language metrics and --lang-temperature"
+    )
     lang_temperature: float | None = Field(
         None, ge=1.0, description="resample training texts across languages with probability ~ n^(1/T): 1 keeps the mix, larger flattens it"
     )
@@ -111,7 +116,9 @@ class TrainingConfig(_Section):
     group_by_length: bool = Field(True, description="batch texts of similar length together (less padding, much faster)")
     baseline: bool = Field(True, description="also fit TF-IDF + linear SVM on the same split and report it beside the model (seconds)")
     doctor: bool = Field(True, description="classify: run `tunesmith doctor` on the data first and keep its findings in doctor.json")
-    overfit_monitor: bool = Field(True, description="watch the train/eval gap during training; warn and write overfitting.json with remedies")
+    overfit_monitor: bool = Field(
+        True, description="watch the train/eval gap during training; warn and write overfitting.json with remedies"
+    )
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="mlm: share of tokens masked for prediction")
     whole_word_mask: bool = Field(False, description="mlm: mask whole words (all their sub-tokens) instead of single sub-tokens")
     task_sampling: Literal["proportional", "temperature"] = Field(
@@ -129,9 +136,7 @@ class TrainingConfig(_Section):
 class HeadConfig(_Section):
     """multitask: one head on the shared encoder, with its own data (YAML only: a list under ``heads:``)."""
 
-    name: str = Field(
-        ..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", description="head name (letters, digits, _ and -): metric and prediction key"
-    )
+    name: str = Field(..., description="head name (letters, digits, _ and -): the key of its metrics and predictions")
     type: Literal["classify", "regress"] = Field(..., description="classify: one label per text; regress: one numeric target per text")
     train: str | None = Field(None, description="training data of this head; default: data.train")
     eval: str | None = Field(
@@ -140,6 +145,13 @@ class HeadConfig(_Section):
     text_col: str | None = Field(None, description="text column; default: data.text_col, else detected")
     label_col: str | None = Field(None, description="label (classify) or target (regress) column; default: data.label_col, else detected")
     weight: float = Field(1.0, gt=0, description="weight of this head's loss in the sum over heads")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+            raise ValueError("a head name is letters, digits, _ and - (it becomes metric keys such as `spam_macro_f1`)")
+        return name
 
 
 _HEADS_EXAMPLE = (

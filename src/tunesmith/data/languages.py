@@ -30,7 +30,9 @@ def column_languages(texts: LabelledTexts, column: str, encoding: str = "utf-8")
     table = read_table(path, encoding=encoding)
     match = next((c for c in table.columns if c == column or c.casefold() == column.casefold()), None)
     if match is None:
-        raise UserError(f"{source}: no language column named '{column}'; columns found: {', '.join(table.columns)}; name it with --lang-col NAME")
+        raise UserError(
+            f"{source}: no language column named '{column}'; columns found: {', '.join(table.columns)}; name it with --lang-col NAME"
+        )
     by_line = {line: row[match] for line, row in zip(table.lines, table.rows, strict=True)}
     return [str(by_line.get(line) or UNKNOWN).strip() or UNKNOWN for line in texts.rows]
 
@@ -54,7 +56,9 @@ def temperature_resample(n_by_language: dict[str, int], temperature: float) -> d
     return target
 
 
-def resample_by_language(texts: LabelledTexts, languages: list[str], temperature: float, seed: int) -> tuple[LabelledTexts, list[str], dict[str, Any]]:
+def resample_by_language(
+    texts: LabelledTexts, languages: list[str], temperature: float, seed: int
+) -> tuple[LabelledTexts, list[str], dict[str, Any]]:
     """Resample the training examples so languages follow the temperature-scaled shares.
 
     Returns:
