@@ -12,6 +12,7 @@ import json
 import random
 import statistics
 import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def main() -> int:
     for arm, values in results.items():
         table.add_row(arm, *[f"{v:.4f}" for v in values], f"{statistics.mean(values):.4f}")
     console.print(table)
-    out = Path(args.output or f"benchmarks/results/bench_augment-{Path(work).name}.json")
+    out = Path(args.output or f"benchmarks/results/bench_augment-{time.strftime('%Y%m%d-%H%M%S')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "macro_f1": results}, indent=2) + "\n")
     console.print(f"results written to {out}")
