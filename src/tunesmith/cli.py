@@ -722,6 +722,132 @@ def _add_dedup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoding", default="utf-8", help="text encoding of the input files")
 
 
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from tunesmith.classic.cluster import cluster_texts
+
+    result = cluster_texts(
+        args.data, model=args.model, run=args.run, k=args.k, algorithm=args.algorithm, out=args.out,
+        text_col=args.text_col, label_col=args.label_col, seed=args.seed,
+    )  # fmt: skip
+    table = Table("cluster", "size", "top terms (c-TF-IDF)", title=f"{result['k']} clusters of {args.data} ({result['algorithm']})")
+    for cluster, size in result["sizes"].items():
+        table.add_row("noise" if cluster == "-1" else cluster, f"{size:,}", ", ".join(result["top_terms"].get(cluster, [])[:8]))
+    out.print(table)
+    sil = result["silhouette"]
+    out.print(f"silhouette {sil:.4f}" if sil is not None else "silhouette: undefined (fewer than 2 clusters)")
+    if "against_labels" in result:
+        a = result["against_labels"]
+        out.print(f"against column '{result['label_col']}': purity {a['purity']:.4f}, NMI {a['nmi']:.4f}, ARI {a['ari']:.4f}")
+    out.print(f"wrote {Path(result['out']) / 'clusters.json'}, assignments.jsonl and clusters.png")
+    return 0
+
+
+def _add_cluster(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", metavar="DATA", help="texts to cluster: a CSV/TSV/JSONL/Parquet file or packaged dataset name (labels optional)")
+    p.add_argument("--run", metavar="RUN", help="embed with the encoder of this trained run")
+    p.add_argument("--model", metavar="NAME", help="embed with this registry model, HF directory or hub id [default: minilm]")
+    p.add_argument("--k", default="auto", metavar="K|auto", help="number of k-means clusters, or auto: best silhouette over 2..12 [default: auto]")
+    p.add_argument("--algorithm", choices=("kmeans", "hdbscan"), default="kmeans", help="hdbscan finds k itself and marks outliers as noise [default: kmeans]")
+    p.add_argument("--out", metavar="DIR", help="output directory [default: runs/cluster-<data>-<time>]")
+    p.add_argument("--text-col", help="text column (default: detected)")
+    p.add_argument("--label-col", help="label column to score the clusters against (default: detected, optional)")
+    p.add_argument("--seed", type=int, default=0, help="seed of k-means [default: 0]")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from tunesmith.deploy.serve import API_KEY_ENV, is_loopback, serve
+
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    if not is_loopback(args.host) and not api_key:
+        err.print(f"[bold yellow]warning:[/] serving on {args.host} without an API key: anyone who can reach it can use the model; pass --api-key or set {API_KEY_ENV}")
+    settings = {k: getattr(args, k) for k in ("backend", "max_batch", "max_wait_ms", "max_texts", "max_chars", "queue", "timeout_s")}
+    serve(args.run, host=args.host, port=args.port, workers=args.workers, api_key=api_key, **settings)
+    return 0
+
+
+def _add_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory written by `tunesmith train`")
+    p.add_argument(
+        "--backend", choices=("torch", "onnx"), default="torch", help="torch: the run's model; onnx: RUN/export/onnx (classify runs; `tunesmith export RUN` first) [default: torch]"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; non-loopback without --api-key warns [default: 127.0.0.1]")
+    p.add_argument("--port", type=int, default=8000, help="[default: 8000]")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="server processes, each with its own model [default: 1]")
+    p.add_argument("--api-key", metavar="KEY", help="require `Authorization: Bearer KEY` (not on /health) [default: env TUNESMITH_API_KEY]")
+    p.add_argument("--max-batch", type=int, default=32, metavar="N", help="texts per model call; concurrent requests are grouped [default: 32]")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS", help="how long a batch waits for more texts [default: 5]")
+    p.add_argument("--max-texts", type=int, default=64, metavar="N", help="texts per request, more answers 413 [default: 64]")
+    p.add_argument("--max-chars", type=int, default=5000, metavar="N", help="characters per text, more answers 422 [default: 5000]")
+    p.add_argument("--queue", type=int, default=256, metavar="N", help="requests waiting for the model, more answers 503 [default: 256]")
+    p.add_argument("--timeout-s", type=float, default=30.0, metavar="S", help="seconds a request may wait, more answers 504 [default: 30]")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from tunesmith.config import load_config
+    from tunesmith.evaluate.search import BEST_CONFIG_FILE, RESULT_FILE, search, search_table
+
+    if args.config_file and args.config:
+        raise UserError(f"search got two configs, CONFIG {args.config_file!r} and --config {args.config!r}; give one of them")
+    config = load_config(args.config_file or args.config, config_overrides(args))
+    result = search(config, args.space, args.trials, storage=args.storage, study_name=args.study, console=err)
+    out.print(search_table(result))
+    if result.best is None:
+        out.print(f"no trial completed yet; wrote {result.out / RESULT_FILE}")
+        return 0
+    importance = ", ".join(f"{k} {v:.2f}" for k, v in result.importances.items())
+    out.print(f"best: trial {result.best['number']}, {result.metric} {result.best['value']:.4f}, run {result.best['run']}")
+    if importance:
+        out.print(f"parameter importance: {importance}")
+    plot = f", {result.plot}" if result.plot else ""
+    out.print(f"wrote {result.out / RESULT_FILE}{plot}\ntrain the best config: tunesmith train --config {result.out / BEST_CONFIG_FILE}")
+    return 0
+
+
+def _add_search(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config_file", metavar="CONFIG", nargs="?", help="YAML config to search around (or --config) [default: the defaults]")
+    p.add_argument("--space", required=True, metavar="SPACE.yaml", help="search space: flat keys to {low, high, log} or {choices: [...]}")
+    p.add_argument("--trials", type=int, required=True, metavar="N", help="trials to run now (a rerun adds N more to the study)")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage URL shared by workers [default: sqlite:///OUT/study.db]")
+    p.add_argument("--study", metavar="NAME", help="study name in the storage [default: tunesmith-search]")
+    add_config_flags(p)
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from tunesmith.evaluate.ensemble import ensemble, ensemble_table
+
+    result = ensemble(
+        args.runs,
+        args.data,
+        baselines=args.baseline or (),
+        fit_weights=args.fit_weights,
+        text_col=args.text_col,
+        label_col=args.label_col,
+        out=args.out,
+        console=err,
+    )
+    out.print(ensemble_table(result))
+    if args.out:
+        out.print(f"wrote {args.out}")
+    return 0
+
+
+def _add_ensemble(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", metavar="RUN", nargs="+", help="run directories of classify runs with the same labels")
+    p.add_argument("--data", required=True, metavar="FILE", help="labelled file (or packaged dataset) to score on")
+    p.add_argument(
+        "--baseline",
+        action="append",
+        metavar="DIR",
+        help="a saved baseline (models/NAME) or a `tunesmith baseline` directory; repeatable; only models with probabilities",
+    )
+    p.add_argument("--fit-weights", action="store_true", help="fit non-negative weights on --data (log-loss; optimistic on that data)")
+    p.add_argument("--text-col", help="text column (default: the first run's, else detected)")
+    p.add_argument("--label-col", help="label column (default: the first run's, else detected)")
+    p.add_argument("--out", metavar="FILE", help="write the result as JSON")
+
+
 # verb -> (help, description/epilog examples, add arguments, handler); nested verbs use "group verb"
 VERBS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "train": (
@@ -745,6 +871,30 @@ VERBS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Call
         "example:\n  tunesmith eval runs/mine --data holdout.csv",
         _add_eval,
         cmd_eval,
+    ),
+    "search": (
+        "search hyperparameters with Optuna (TPE, median pruning); every trial a run, the study resumable",
+        "examples:\n  tunesmith search examples/sms_spam.yaml --space examples/search/sms_spam_space.yaml --trials 20 --out runs/search-spam\n"
+        "  tunesmith search --config examples/sms_spam.yaml --space space.yaml --trials 10 --max-steps 60\n"
+        "  tunesmith search cfg.yaml --space space.yaml --trials 5 --storage postgresql://host/db --study spam   # one of several workers\n"
+        "rerun with the same --out to continue the study; OUT/best_config.yaml is ready for `tunesmith train --config`",
+        _add_search,
+        cmd_search,
+    ),
+    "ensemble": (
+        "soft-vote classify runs (and saved baselines) and score the ensemble beside each member",
+        "examples:\n  tunesmith ensemble runs/a runs/b --data holdout.csv\n"
+        "  tunesmith ensemble runs/a runs/b --data holdout.csv --baseline runs/baseline-spam --fit-weights --out ensemble.json",
+        _add_ensemble,
+        cmd_ensemble,
+    ),
+    "cluster": (
+        "cluster texts by their sentence embeddings (k-means or HDBSCAN), name clusters by c-TF-IDF terms, plot them",
+        "examples:\n  tunesmith cluster sms_spam                        # minilm, k by silhouette, NMI vs labels\n"
+        "  tunesmith cluster texts.csv --k 5 --out runs/cluster-mine\n"
+        "  tunesmith cluster texts.csv --run runs/mine --algorithm hdbscan   # a fine-tuned run's encoder",
+        _add_cluster,
+        cmd_cluster,
     ),
     "cv": (
         "k-fold cross-validation: one run per fold, mean ± std and a 95% interval beside TF-IDF + SVM",
@@ -793,6 +943,14 @@ VERBS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Call
         "exit code 1 when the export's outputs differ from the run's beyond the parity bound (files kept)",
         _add_export,
         cmd_export,
+    ),
+    "serve": (
+        "serve a trained run over HTTP: POST /predict with micro-batching, /health, /info, /metrics",
+        "examples:\n  tunesmith serve runs/mine                         # http://127.0.0.1:8000\n"
+        '  curl -s localhost:8000/predict -H "content-type: application/json" -d \'{"texts": ["WIN a FREE prize"]}\'\n'
+        "  tunesmith serve runs/mine --backend onnx --host 0.0.0.0 --api-key $KEY",
+        _add_serve,
+        cmd_serve,
     ),
     "dedup": (
         "remove duplicate rows, and eval rows that leak from training",

@@ -98,13 +98,16 @@ def _training_arguments(config: RunConfig, run_dir: Path, precision: str, steps_
     )
 
 
-def train(config: RunConfig | dict[str, Any] | None = None, *, console: Console | None = None, **overrides: Any):
+def train(
+    config: RunConfig | dict[str, Any] | None = None, *, console: Console | None = None, callbacks: list | None = None, **overrides: Any
+):
     """Fine-tune a model as ``config`` says and write the run directory.
 
     Args:
         config: a :class:`RunConfig`, a nested dict, or None for the embedded defaults
             (``minilm`` on ``sms_spam``).
         console: where progress goes (default: stderr).
+        callbacks: extra ``TrainerCallback`` objects (``tunesmith search`` reports each eval to Optuna).
         **overrides: flat config keys, e.g. ``train("cfg.yaml")`` is not accepted but
             ``train(epochs=1, lr=3e-5)`` is.
 
@@ -156,7 +159,8 @@ def train(config: RunConfig | dict[str, Any] | None = None, *, console: Console 
     steps_per_epoch = math.ceil(len(encoded.train) / (t.batch_size * t.grad_accum))
     args = _training_arguments(config, run_dir, precision, steps_per_epoch, task.metrics[config.metric])
     timer = cb.StepTimer()
-    callbacks = [cb.HistoryWriter(run_dir / "history.jsonl"), cb.RichProgress(console, config.metric), timer]
+    extra_callbacks = list(callbacks or [])
+    callbacks = [cb.HistoryWriter(run_dir / "history.jsonl"), cb.RichProgress(console, config.metric), timer, *extra_callbacks]
     if t.overfit_monitor:
         from tunesmith.training.monitor import OverfitMonitor
 
