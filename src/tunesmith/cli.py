@@ -462,7 +462,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     result = export(args.run, format=args.format, quantize=args.quantize, output=args.output)
     speed, torch_fp32, exported = result.speed, result.speed["pytorch_fp32"], result.speed["export"]
-    title = f"speed on {speed['texts']} eval texts, {speed['threads']} thread(s)"
+    title = f"speed on {speed['texts']} eval texts, {speed['threads']} thread(s), 1-minute load {speed['load_average_1min']:.1f}"
     table = Table("", "PyTorch fp32", f"{result.format} {result.precision}", title=title)
     table.add_row(f"texts/s (batch {speed['batch_size']})", f"{torch_fp32['texts_per_second']:.1f}", f"{exported['texts_per_second']:.1f}")
     table.add_row("latency ms (batch 1, median)", f"{torch_fp32['latency_ms_batch1']:.2f}", f"{exported['latency_ms_batch1']:.2f}")
@@ -746,12 +746,122 @@ def _add_cluster(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", metavar="DATA", help="texts to cluster: a CSV/TSV/JSONL/Parquet file or packaged dataset name (labels optional)")
     p.add_argument("--run", metavar="RUN", help="embed with the encoder of this trained run")
     p.add_argument("--model", metavar="NAME", help="embed with this registry model, HF directory or hub id [default: minilm]")
-    p.add_argument("--k", default="auto", metavar="K|auto", help="number of k-means clusters, or auto: best silhouette over 2..12 [default: auto]")
-    p.add_argument("--algorithm", choices=("kmeans", "hdbscan"), default="kmeans", help="hdbscan finds k itself and marks outliers as noise [default: kmeans]")
+    p.add_argument(
+        "--k", default="auto", metavar="K|auto", help="number of k-means clusters, or auto: best silhouette over 2..12 [default: auto]"
+    )
+    p.add_argument(
+        "--algorithm",
+        choices=("kmeans", "hdbscan"),
+        default="kmeans",
+        help="hdbscan finds k itself and marks outliers as noise [default: kmeans]",
+    )
     p.add_argument("--out", metavar="DIR", help="output directory [default: runs/cluster-<data>-<time>]")
     p.add_argument("--text-col", help="text column (default: detected)")
     p.add_argument("--label-col", help="label column to score the clusters against (default: detected, optional)")
     p.add_argument("--seed", type=int, default=0, help="seed of k-means [default: 0]")
+
+
+def cmd_zeroshot(args: argparse.Namespace) -> int:
+    from tunesmith.evaluate.zeroshot import default_zeroshot_file, zero_shot
+    from tunesmith.training.rundir import atomic_write_json, write_jsonl
+
+    result = zero_shot(
+        args.data, args.labels, descriptions=args.descriptions, template=args.template, model=args.model,
+        text_col=args.text_col, label_col=args.label_col, temperature=args.temperature,
+    )  # fmt: skip
+    target = Path(args.out) if args.out else default_zeroshot_file(args.data)
+    atomic_write_json(
+        target,
+        {
+            "data": args.data,
+            "model": args.model or "minilm",
+            **(result.metrics or {"label_prompts": dict(zip(result.labels, result.prompts))}),
+        },
+    )
+    write_jsonl(target.with_name("predictions.jsonl"), result.predictions)
+    if result.metrics is not None:
+        print_metrics_table(result.metrics, title=f"zero-shot on {args.data}")
+    else:
+        counts = {name: sum(p["label"] == name for p in result.predictions) for name in result.labels}
+        out.print("no gold labels: predicted " + ", ".join(f"{n} {c:,}" for n, c in counts.items()))
+    out.print(f"wrote {target} and {target.with_name('predictions.jsonl')}")
+    return 0
+
+
+def _add_zeroshot(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "data", metavar="DATA", help="texts to label: a file or packaged dataset name; a gold label column is scored when present"
+    )
+    p.add_argument("--labels", required=True, metavar="A,B,C", help="the candidate labels, comma-separated (at least 2)")
+    p.add_argument("--descriptions", metavar="FILE", help="JSON or YAML mapping label -> description to embed instead of the template")
+    p.add_argument(
+        "--template",
+        default="This text is about {label}.",
+        help="text embedded for labels without a description; '{label}' embeds the bare name [default: %(default)s]",
+    )
+    p.add_argument("--model", metavar="NAME", help="sentence encoder: registry name, HF directory or hub id [default: minilm]")
+    p.add_argument(
+        "--temperature", type=float, default=0.05, help="softmax temperature over cosine similarities for the probabilities [default: 0.05]"
+    )
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        help="metrics JSON to write, with predictions.jsonl beside it [default: runs/zeroshot-<data>-<time>/metrics.json]",
+    )
+    p.add_argument("--text-col", help="text column (default: detected)")
+    p.add_argument("--label-col", help="gold label column (default: detected, optional)")
+
+
+def cmd_fewshot(args: argparse.Namespace) -> int:
+    from tunesmith.evaluate.fewshot import default_fewshot_dir, few_shot
+
+    target = Path(args.out) if args.out else default_fewshot_dir(args.data, args.method, args.shots)
+    result = few_shot(
+        args.data, shots=args.shots, eval_data=args.eval, method=args.method, model=args.model, seed=args.seed,
+        split_seed=args.split_seed, eval_fraction=args.eval_fraction, text_col=args.text_col, label_col=args.label_col,
+        max_pairs=args.max_pairs, out=target,
+    )  # fmt: skip
+    print_metrics_table(result["eval"], title=f"{args.method} {args.shots}-shot on {args.data} (seed {args.seed})")
+    shots = ", ".join(f"{name} {n}" for name, n in result["shots_per_class"].items())
+    out.print(f"trained on {shots} examples; eval split: {result['split']['split']}")
+    if result["short_classes"]:
+        out.print(f"[yellow]fewer than {args.shots} training examples:[/] {', '.join(result['short_classes'])} (all of them used)")
+    if "contrastive" in result:
+        c = result["contrastive"]
+        out.print(f"contrastive tuning: {c['pairs']:,} pairs, {c['steps']} steps, loss {c['first_epoch_loss']:.4f}")
+    out.print(f"wrote {target / 'metrics.json'} and {target / 'predictions.jsonl'}")
+    return 0
+
+
+def _add_fewshot(p: argparse.ArgumentParser) -> None:
+    from tunesmith.evaluate.fewshot import MAX_PAIRS_PER_EXAMPLE, METHODS
+
+    p.add_argument("data", metavar="DATA", help="labelled data: a file or packaged dataset name; shots come from its training split")
+    p.add_argument("--shots", type=int, required=True, metavar="K", help="training examples per class")
+    p.add_argument("--eval", metavar="FILE", help="eval file; default: the seeded stratified holdout `tunesmith train` makes")
+    p.add_argument(
+        "--model", metavar="NAME", help="sentence encoder: registry name, HF directory, hub id or run directory [default: minilm]"
+    )
+    p.add_argument(
+        "--method", choices=METHODS, default="prototypes",
+        help="prototypes: nearest class mean of frozen embeddings; setfit: 1 epoch of contrastive pair tuning, then logistic regression [default: prototypes]",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the shots drawn (and of SetFit's tuning) [default: 0]")
+    p.add_argument("--split-seed", type=int, default=42, help="seed of the train/eval split, as train's --seed [default: 42]")
+    p.add_argument("--eval-fraction", type=float, default=0.2, help="share held out when there is no eval file [default: 0.2]")
+    p.add_argument(
+        "--max-pairs",
+        type=int,
+        default=MAX_PAIRS_PER_EXAMPLE,
+        help=f"setfit: pairs per example, to keep pair count linear [default: {MAX_PAIRS_PER_EXAMPLE}]",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="directory for metrics.json and predictions.jsonl [default: runs/fewshot-<method>-<K>shot-<data>-<time>]",
+    )
+    p.add_argument("--text-col", help="text column (default: detected)")
+    p.add_argument("--label-col", help="label column (default: detected)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -761,7 +871,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     if not is_loopback(args.host) and not api_key:
-        err.print(f"[bold yellow]warning:[/] serving on {args.host} without an API key: anyone who can reach it can use the model; pass --api-key or set {API_KEY_ENV}")
+        err.print(
+            f"[bold yellow]warning:[/] serving on {args.host} without an API key: anyone who can reach it can use the model; pass --api-key or set {API_KEY_ENV}"
+        )
     settings = {k: getattr(args, k) for k in ("backend", "max_batch", "max_wait_ms", "max_texts", "max_chars", "queue", "timeout_s")}
     serve(args.run, host=args.host, port=args.port, workers=args.workers, api_key=api_key, **settings)
     return 0
@@ -770,13 +882,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory written by `tunesmith train`")
     p.add_argument(
-        "--backend", choices=("torch", "onnx"), default="torch", help="torch: the run's model; onnx: RUN/export/onnx (classify runs; `tunesmith export RUN` first) [default: torch]"
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="torch: the run's model; onnx: RUN/export/onnx (classify runs; `tunesmith export RUN` first) [default: torch]",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind; non-loopback without --api-key warns [default: 127.0.0.1]")
     p.add_argument("--port", type=int, default=8000, help="[default: 8000]")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="server processes, each with its own model [default: 1]")
     p.add_argument("--api-key", metavar="KEY", help="require `Authorization: Bearer KEY` (not on /health) [default: env TUNESMITH_API_KEY]")
-    p.add_argument("--max-batch", type=int, default=32, metavar="N", help="texts per model call; concurrent requests are grouped [default: 32]")
+    p.add_argument(
+        "--max-batch", type=int, default=32, metavar="N", help="texts per model call; concurrent requests are grouped [default: 32]"
+    )
     p.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS", help="how long a batch waits for more texts [default: 5]")
     p.add_argument("--max-texts", type=int, default=64, metavar="N", help="texts per request, more answers 413 [default: 64]")
     p.add_argument("--max-chars", type=int, default=5000, metavar="N", help="characters per text, more answers 422 [default: 5000]")
@@ -848,6 +965,59 @@ def _add_ensemble(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="FILE", help="write the result as JSON")
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
+    from tunesmith.explain import explain, render_html, rich_text
+
+    if not args.text:
+        raise UserError('explain needs texts: pass --text "..." (repeatable)')
+    explanations = explain(args.run, args.text, target=args.target, steps=args.steps)
+    if args.html:
+        from tunesmith.training.rundir import atomic_write_text
+
+        atomic_write_text(Path(args.html), render_html(explanations, title=f"tunesmith explain: {Path(args.run).name}"))
+    if args.json:
+        sys.stdout.write(json.dumps([e.to_dict() for e in explanations], ensure_ascii=False, indent=2) + "\n")
+    else:
+        for e in explanations:
+            out.print(
+                f"predicted [bold]{escape(e.label)}[/]; explaining [bold]{escape(e.target)}[/] (p={e.target_probability:.3f}, "
+                f"completeness gap {e.completeness_gap:+.4f} = {e.relative_gap:.1%} of the logit change, {e.steps} steps)",
+                highlight=False,
+            )
+            out.print(rich_text(e))
+            table = Table("word", "attribution", "[CLS] attention", title="top words (green: for the label, red: against)")
+            for w in e.top_words(5):
+                table.add_row(escape(w.word), f"[{'green' if w.attribution >= 0 else 'red'}]{w.attribution:+.4f}[/]", f"{w.attention:.3f}")
+            out.print(table)
+    if args.html:
+        err.print(f"wrote {args.html}")
+    return 0
+
+
+def _add_explain(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory written by `tunesmith train` (classify, single- or multi-label)")
+    p.add_argument("--text", action="append", help="a text to explain (repeat for several)")
+    p.add_argument("--target", metavar="LABEL", help="the label to explain [default: each text's predicted label]")
+    p.add_argument("--steps", type=int, default=32, metavar="N", help="integrated-gradient steps (more: smaller gap) [default: 32]")
+    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with the coloured texts")
+    p.add_argument("--json", action="store_true", help="print the explanations as JSON")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tunesmith.report import write_report
+
+    path = write_report(args.run, args.output)
+    out.print(f"wrote {path}")
+    return 0
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory written by `tunesmith train`")
+    p.add_argument("--output", metavar="FILE", help="where to write the HTML report [default: RUN/report.html]")
+
+
 # verb -> (help, description/epilog examples, add arguments, handler); nested verbs use "group verb"
 VERBS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "train": (
@@ -872,6 +1042,20 @@ VERBS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Call
         _add_eval,
         cmd_eval,
     ),
+    "explain": (
+        "show which words made a classify run predict what it did (integrated gradients, [CLS] attention)",
+        'examples:\n  tunesmith explain runs/mine --text "WIN a FREE prize, text now"\n'
+        '  tunesmith explain runs/mine --text "see you at lunch" --target spam --html why.html\n'
+        '  tunesmith explain runs/mine --text "..." --json --steps 64',
+        _add_explain,
+        cmd_explain,
+    ),
+    "report": (
+        "write a run's self-contained HTML report (metrics beside baselines, curves, confusion matrix, errors explained)",
+        "examples:\n  tunesmith report runs/mine                        # RUN/report.html\n  tunesmith report runs/mine --output mine.html",
+        _add_report,
+        cmd_report,
+    ),
     "search": (
         "search hyperparameters with Optuna (TPE, median pruning); every trial a run, the study resumable",
         "examples:\n  tunesmith search examples/sms_spam.yaml --space examples/search/sms_spam_space.yaml --trials 20 --out runs/search-spam\n"
@@ -895,6 +1079,23 @@ VERBS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Call
         "  tunesmith cluster texts.csv --run runs/mine --algorithm hdbscan   # a fine-tuned run's encoder",
         _add_cluster,
         cmd_cluster,
+    ),
+    "zeroshot": (
+        "label texts with no training data: the label whose description embeds closest (sentence encoder)",
+        "examples:\n  tunesmith zeroshot sms_spam --labels ham,spam --descriptions labels.yaml\n"
+        "  tunesmith zeroshot texts.csv --labels sport,politics,tech --template '{label}' --out runs/zs/metrics.json\n"
+        "labels.yaml maps label -> description, e.g. spam: an unsolicited advertisement or scam message.\n"
+        "Scoring by an instruct LLM's log-likelihood needs the generative models of another issue and is not available yet.",
+        _add_zeroshot,
+        cmd_zeroshot,
+    ),
+    "fewshot": (
+        "classify from K examples per class: nearest class prototype on frozen embeddings, or SetFit, beside the majority baseline",
+        "examples:\n  tunesmith fewshot sms_spam --shots 8                       # prototypes on minilm\n"
+        "  tunesmith fewshot sms_spam --shots 8 --method setfit --seed 1\n"
+        "  tunesmith fewshot data.csv --shots 16 --eval holdout.csv --out runs/fs-mine",
+        _add_fewshot,
+        cmd_fewshot,
     ),
     "cv": (
         "k-fold cross-validation: one run per fold, mean ± std and a 95% interval beside TF-IDF + SVM",

@@ -236,6 +236,10 @@ def train(
         "hardware": hardware.hardware_info(),
     }
     atomic_write_json(run_dir / "metrics.json", summary)
+    if t.report:
+        from tunesmith.report import write_report
+
+        console.print(f"report: {write_report(run_dir)}")
     return Run.load(run_dir)
 
 
