@@ -727,7 +727,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
     result = cluster_texts(
         args.data, model=args.model, run=args.run, k=args.k, algorithm=args.algorithm, out=args.out,
-        text_col=args.text_col, label_col=args.label_col, seed=args.seed,
+        text_col=args.text_col, label_col=args.label_col, seed=args.seed, console=err,
     )  # fmt: skip
     table = Table("cluster", "size", "top terms (c-TF-IDF)", title=f"{result['k']} clusters of {args.data} ({result['algorithm']})")
     for cluster, size in result["sizes"].items():
@@ -767,7 +767,7 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
 
     result = zero_shot(
         args.data, args.labels, descriptions=args.descriptions, template=args.template, model=args.model,
-        text_col=args.text_col, label_col=args.label_col, temperature=args.temperature,
+        text_col=args.text_col, label_col=args.label_col, temperature=args.temperature, console=err,
     )  # fmt: skip
     target = Path(args.out) if args.out else default_zeroshot_file(args.data)
     atomic_write_json(
@@ -819,7 +819,7 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     result = few_shot(
         args.data, shots=args.shots, eval_data=args.eval, method=args.method, model=args.model, seed=args.seed,
         split_seed=args.split_seed, eval_fraction=args.eval_fraction, text_col=args.text_col, label_col=args.label_col,
-        max_pairs=args.max_pairs, out=target,
+        max_pairs=args.max_pairs, out=target, console=err,
     )  # fmt: skip
     print_metrics_table(result["eval"], title=f"{args.method} {args.shots}-shot on {args.data} (seed {args.seed})")
     shots = ", ".join(f"{name} {n}" for name, n in result["shots_per_class"].items())
