@@ -37,7 +37,16 @@ def test_train_predict_eval(tmp_path, tiny_model, spam_csv, capsys):
         ]
     )
     assert rc == 0
-    for name in ("config.yaml", "data.json", "doctor.json", "report.html", "metrics.json", "history.jsonl", "eval_predictions.jsonl", "model/config.json"):
+    for name in (
+        "config.yaml",
+        "data.json",
+        "doctor.json",
+        "report.html",
+        "metrics.json",
+        "history.jsonl",
+        "eval_predictions.jsonl",
+        "model/config.json",
+    ):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     ev = metrics["eval"]

@@ -116,7 +116,9 @@ class TrainingConfig(_Section):
     group_by_length: bool = Field(True, description="batch texts of similar length together (less padding, much faster)")
     baseline: bool = Field(True, description="also fit TF-IDF + linear SVM on the same split and report it beside the model (seconds)")
     doctor: bool = Field(True, description="classify: run `tunesmith doctor` on the data first and keep its findings in doctor.json")
-    report: bool = Field(True, description="write report.html at the end: metrics beside baselines, curves, confusion matrix, findings, explained errors")
+    report: bool = Field(
+        True, description="write report.html at the end: metrics beside baselines, curves, confusion matrix, findings, explained errors"
+    )
     overfit_monitor: bool = Field(
         True, description="watch the train/eval gap during training; warn and write overfitting.json with remedies"
     )
