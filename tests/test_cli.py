@@ -203,7 +203,7 @@ def test_hub_id_without_network_fails_fast(spam_csv, tmp_path, capsys, monkeypat
 
 
 def test_prediction_rows_of_every_task_flatten_to_csv(tmp_path):
-    from tunesmith.cli import write_records
+    from tunesmith.commands.output import write_records
 
     records = [
         {"row": 2, "text": "a", "label": "spam", "score": 0.9, "probabilities": {"ham": 0.1, "spam": 0.9}},
@@ -218,3 +218,13 @@ def test_prediction_rows_of_every_task_flatten_to_csv(tmp_path):
     assert rows[0]["p_spam"] == "0.900000" and rows[1]["value_score"] == "1.500000"
     assert json.loads(rows[2]["entities"])[0]["type"] == "PER" and rows[3]["labels"] == "x|y"
     assert rows[4]["spam.label"] == "ham" and rows[4]["rating.value"] == "0.300000"
+
+
+def test_top_level_help_lists_every_verb(capsys):
+    from tunesmith.cli import VERBS
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    printed = capsys.readouterr().out
+    assert all(verb.split()[0] in printed for verb in VERBS)
