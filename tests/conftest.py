@@ -28,6 +28,9 @@ def make_tiny_model(path: Path, num_layers: int = 2) -> Path:
         intermediate_size=64,
         max_position_embeddings=128,
     )
+    import torch
+
+    torch.manual_seed(0)  # the same tiny model in every session, so tests do not depend on their order
     BertForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
