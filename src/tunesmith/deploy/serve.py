@@ -220,8 +220,9 @@ class MicroBatcher:
 def _onnx_predict(run, settings: ServeSettings) -> tuple[Predict, list[str]]:
     """A classify run's predictions from RUN/export/onnx (the export's consumer recipe: tokenizer, session, softmax)."""
     export_dir = run.dir / "export" / "onnx"
-    if run.config.task != "classify":
-        raise UserError(f"--backend onnx serves classify runs; {run.dir} is a {run.config.task} run: use --backend torch")
+    if run.config.task != "classify" or run.config.data.multi_label:
+        kind = "multi-label classify" if run.config.data.multi_label else run.config.task
+        raise UserError(f"--backend onnx serves single-label classify runs; {run.dir} is a {kind} run: use --backend torch")
     if not (export_dir / "export.json").is_file():
         raise UserError(f"--backend onnx needs {export_dir}/export.json; run `tunesmith export {run.dir}` first, or use --backend torch")
     manifest = json.loads((export_dir / "export.json").read_text(encoding="utf-8"))
