@@ -8,7 +8,7 @@ A task module (``classify.py``, ``regress.py``, ...) defines its functions and e
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,6 +51,13 @@ class Encoded:
     truncated: dict[str, int]  # texts longer than max_length, per split
 
 
+def padding_collator(tokenizer) -> Callable:
+    """Pads each batch to its longest text (the default collator of text-level tasks)."""
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer)
+
+
 @dataclass(frozen=True)
 class Task:
     """One task's particular pieces; everything else is shared.
@@ -68,7 +75,7 @@ class Task:
         save_extras: (model_dir, prepared) -> None; writes what inference needs beyond the HF model.
         load_predictor: (model_dir, config) -> :class:`Predictor`.
         peft_task_type: PEFT task type for LoRA (decides which head stays fully trainable).
-        make_collator: tokenizer -> batch collator.
+        make_collator: tokenizer -> batch collator (default: pad each batch to its longest text).
         make_preprocess_logits: model -> Trainer ``preprocess_logits_for_metrics`` (e.g. Viterbi decoding), or None.
         default_head_lr: the head's learning rate when ``training.head_lr`` is not set (None: the body's).
     """
@@ -85,7 +92,7 @@ class Task:
     load_predictor: Callable[[Path, Any], Predictor]
     save_extras: Callable[[Path, Any], None] | None = None
     peft_task_type: str = "SEQ_CLS"
-    make_collator: Callable[[Any], Callable] = field(default=None)  # type: ignore[assignment]
+    make_collator: Callable[[Any], Callable] = padding_collator
     make_preprocess_logits: Callable[[Any], Callable] | None = None
     default_head_lr: float | None = None
 

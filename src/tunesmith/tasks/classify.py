@@ -233,12 +233,6 @@ class ClassifyPredictor:
         return metrics, records
 
 
-def _collator(tokenizer):
-    from transformers import DataCollatorWithPadding
-
-    return DataCollatorWithPadding(tokenizer)
-
-
 TASK = Task(
     name="classify",
     summary="one label per text (sentiment, spam, intent, topic)",
@@ -250,5 +244,4 @@ TASK = Task(
     make_compute_metrics=make_compute_metrics,
     evaluate=evaluate,
     load_predictor=ClassifyPredictor,
-    make_collator=_collator,
 )

@@ -284,5 +284,4 @@ TASK = Task(
     evaluate=evaluate,
     load_predictor=MultiLabelPredictor,
     save_extras=save_extras,
-    make_collator=classify.TASK.make_collator,
 )

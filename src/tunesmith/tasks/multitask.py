@@ -510,12 +510,6 @@ class MultitaskPredictor:
         return {**combined(per_head), **({"skipped_heads": skipped} if skipped else {})}, records
 
 
-def _collator(tokenizer):
-    from transformers import DataCollatorWithPadding
-
-    return DataCollatorWithPadding(tokenizer)
-
-
 TASK = Task(
     name="multitask",
     summary="one shared encoder, several classify/regress heads, each on its own data",
@@ -529,5 +523,4 @@ TASK = Task(
     load_predictor=MultitaskPredictor,
     save_extras=save_extras,
     peft_task_type="FEATURE_EXTRACTION",
-    make_collator=_collator,
 )

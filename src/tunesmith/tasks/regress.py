@@ -195,12 +195,6 @@ class RegressPredictor:
         return _score(self.model, self.tokenizer, data.texts, data.targets, data.rows, self.scaler, self.config, self.precision)
 
 
-def _collator(tokenizer):
-    from transformers import DataCollatorWithPadding
-
-    return DataCollatorWithPadding(tokenizer)
-
-
 TASK = Task(
     name="regress",
     summary="one or more numeric targets per text (ratings, scores)",
@@ -213,5 +207,4 @@ TASK = Task(
     evaluate=evaluate,
     load_predictor=RegressPredictor,
     save_extras=save_extras,
-    make_collator=_collator,
 )
