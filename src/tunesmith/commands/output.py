@@ -155,10 +155,10 @@ def print_multilabel_table(metrics: dict[str, Any], title: str) -> None:
         out.print(f"the frequent-labels baseline always predicts {always}")
     svm, at_half = metrics.get("tfidf_ovr_baseline"), metrics.get("at_threshold_0.5")
     if svm and at_half:
-        gap = (at_half["micro_f1"] - svm["micro_f1"]) * 100
-        verdict = "beats" if gap > 0 else "does not beat"
         out.print(
-            f"the fine-tuned model (threshold 0.5) {verdict} TF-IDF + linear SVM per label by {gap:+.2f} micro-F1 points on the same split"
+            versus(
+                "the fine-tuned model (threshold 0.5)", at_half["micro_f1"], "TF-IDF + linear SVM per label", svm["micro_f1"], "micro-F1"
+            )
         )
 
 
@@ -201,6 +201,14 @@ def print_classification_table(metrics: dict[str, Any], title: str) -> None:
         out.print(f"eval n={metrics['n']:,}; the majority-class baseline always predicts {metrics['majority_baseline']['predicts']!r}")
     svm = metrics.get("tfidf_svm_baseline")
     if svm:
-        gap = (metrics["accuracy"] - svm["accuracy"]) * 100
-        verdict = "beats" if gap > 0 else "does not beat"
-        out.print(f"the fine-tuned model {verdict} TF-IDF + linear SVM by {gap:+.2f} accuracy points on the same split")
+        out.print(
+            versus("the fine-tuned model", metrics["accuracy"], "TF-IDF + linear SVM", svm["accuracy"], "accuracy") + " on the same split"
+        )
+
+
+def versus(model: str, score: float, baseline: str, baseline_score: float, metric: str) -> str:
+    """'<model> beats <baseline> by 0.22 accuracy points' (or trails, or ties)."""
+    gap = (score - baseline_score) * 100
+    if abs(gap) < 0.005:
+        return f"{model} ties {baseline} on {metric}"
+    return f"{model} {'beats' if gap > 0 else 'trails'} {baseline} by {abs(gap):.2f} {metric} points"
