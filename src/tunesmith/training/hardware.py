@@ -30,16 +30,24 @@ def resolve_precision(requested: str) -> str:
     return requested
 
 
+_auto_threads: int | None = None
+
+
 def configure_threads(requested: int | None) -> tuple[int, str | None]:
     """Set torch's thread count and return it with a warning when the machine is busy.
 
     A second busy process slows a multi-threaded torch job several times over, more than any
     optimisation gains, so by default tunesmith leaves a core free when the load says one is taken.
     """
+    global _auto_threads
     cores = os.cpu_count() or 1
     warning = None
     if requested is not None:
         threads = requested
+    elif _auto_threads is not None:
+        # decided once per process: cv, curve and search train again and again, and the load
+        # average would then count this process's own previous run as "another job"
+        threads = _auto_threads
     else:
         threads = cores
         try:
@@ -52,6 +60,7 @@ def configure_threads(requested: int | None) -> tuple[int, str | None]:
                 f"the machine is busy (1-minute load {load:.1f} on {cores} cores); training with {threads} thread(s). "
                 "Stop other jobs for full speed, or pass --threads N to override."
             )
+        _auto_threads = threads
     torch.set_num_threads(threads)
     return threads, warning
 
