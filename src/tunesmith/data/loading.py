@@ -177,16 +177,19 @@ def _read_parquet(file: Path, shown: str, data: bytes) -> Table:
     return Table(path=shown, kind="parquet", columns=list(keep), rows=rows, lines=list(range(1, len(rows) + 1)))
 
 
-def _read_jsonl(text: str, shown: str) -> Table:
-    columns: dict[str, None] = {}
-    records: list[dict[str, Any]] = []
-    lines: list[int] = []
-    bad: list[tuple[int, str]] = []
+def json_objects(text: str, shown: str, example: str) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str]]]:
+    """The JSON objects of a JSON Lines text with their line numbers, and the bad lines with what is wrong.
+
+    Blank lines are skipped; a whole-file JSON array is refused with the command that converts it.
+    ``example`` shows the expected object in messages.
+    """
     first = text.lstrip()
     if first.startswith("[") and _is_json_array(first):
         raise UserError(
             f"{shown} holds one JSON array, not JSON Lines; write one object per line, e.g. `jq -c '.[]' {shown} > fixed.jsonl`"
         )
+    objects: list[tuple[int, dict[str, Any]]] = []
+    bad: list[tuple[int, str]] = []
     # split("\n") rather than splitlines(): JSON strings may hold a raw U+2028, which splitlines would cut.
     for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.rstrip("\r")
@@ -198,23 +201,23 @@ def _read_jsonl(text: str, shown: str) -> Table:
             bad.append((number, f"not valid JSON ({exc.msg} at column {exc.colno}): {_snippet(line)}"))
             continue
         if not isinstance(value, dict):
-            bad.append(
-                (number, f'expected a JSON object such as {{"text": "...", "label": "..."}}, got {_json_type(value)}: {_snippet(line)}')
-            )
+            bad.append((number, f"expected a JSON object such as {example}, got {_json_type(value)}: {_snippet(line)}"))
             continue
-        for key in value:
-            columns.setdefault(key, None)
-        records.append(value)
-        lines.append(number)
+        objects.append((number, value))
+    return objects, bad
+
+
+def _read_jsonl(text: str, shown: str) -> Table:
+    objects, bad = json_objects(text, shown, '{"text": "...", "label": "..."}')
     if bad:
         number, problem = bad[0]
         more = _more_lines([n for n, _ in bad[1:]], "bad lines")
         raise UserError(f"{shown} line {number}: {problem}{more}; each line must hold one JSON object")
-    names = list(columns)
+    names = list(dict.fromkeys(key for _, value in objects for key in value))
     if not names:
         raise UserError(f'{shown} holds only empty objects {{}}; each line needs fields, e.g. {{"text": "...", "label": "..."}}')
-    rows = [{name: record.get(name) for name in names} for record in records]
-    return Table(path=shown, kind="jsonl", columns=names, rows=rows, lines=lines)
+    rows = [{name: value.get(name) for name in names} for _, value in objects]
+    return Table(path=shown, kind="jsonl", columns=names, rows=rows, lines=[number for number, _ in objects])
 
 
 def _is_json_array(text: str) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from tunesmith.config import DataConfig
-from tunesmith.data.loading import _decode, _is_json_array, _json_type, _more_lines, _snippet
+from tunesmith.data.loading import _decode, _json_type, _more_lines, _snippet, json_objects
 from tunesmith.data.packaged import PACKAGED, packaged_path
 from tunesmith.data.texts import _lines
 from tunesmith.errors import UserError
@@ -167,23 +167,9 @@ def _parse_conll(text: str, shown: str) -> tuple[list[list[str]], list[list[str]
 
 
 def _parse_jsonl(text: str, shown: str, text_col: str | None, label_col: str | None) -> tuple[list[list[str]], list[list[str]], list[int]]:
-    first = text.lstrip()
-    if first.startswith("[") and _is_json_array(first):
-        raise UserError(f"{shown} holds one JSON array, not JSON Lines; write one object per line: jq -c '.[]' {shown} > fixed.jsonl")
-    tokens, tags, lines, bad = [], [], [], []
-    # split("\n") rather than splitlines(): JSON strings may hold a raw U+2028, which splitlines would cut.
-    for number, raw in enumerate(text.split("\n"), start=1):
-        line = raw.rstrip("\r")
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            bad.append((number, f"not valid JSON ({exc.msg} at column {exc.colno}): {_snippet(line)}"))
-            continue
-        if not isinstance(value, dict):
-            bad.append((number, f"expected a JSON object such as {_JSONL_EXAMPLE}, got {_json_type(value)}: {_snippet(line)}"))
-            continue
+    objects, bad = json_objects(text, shown, _JSONL_EXAMPLE)
+    tokens, tags, lines = [], [], []
+    for number, value in objects:
         token_key = text_col or next((key for key in TOKEN_KEYS if key in value), "tokens")
         tag_key = label_col or next((key for key in TAG_KEYS if key in value), "tags")
         if token_key not in value or tag_key not in value:
@@ -199,6 +185,7 @@ def _parse_jsonl(text: str, shown: str, text_col: str | None, label_col: str | N
             tags.append([tag.strip() for tag in value[tag_key]])
             lines.append(number)
     if bad:
+        bad.sort()  # JSON problems and content problems, in file order
         number, problem = bad[0]
         raise UserError(f"{shown} line {number}: {problem}{_more_lines([n for n, _ in bad[1:]], 'bad lines')}")
     return tokens, tags, lines
