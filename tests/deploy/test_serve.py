@@ -49,7 +49,7 @@ def metric_values(text: str) -> dict[str, float]:
 
 
 def test_endpoints_serve_the_runs_predictions(classify_run):
-    with TestClient(create_app(classify_run.dir)) as client:
+    with TestClient(create_app(classify_run.dir, backend="torch")) as client:  # the precision Run.predict uses
         assert client.get("/health").json() == {"status": "ok", "model_loaded": True}
         texts = ["free prize win cash now", "see you at dinner later mum"]
         r = client.post("/predict", json={"texts": texts})
@@ -60,7 +60,11 @@ def test_endpoints_serve_the_runs_predictions(classify_run):
         assert got[0]["probabilities"].keys() == {"ham", "spam"} and got[0]["score"] == pytest.approx(expected[0]["score"], abs=1e-5)
         assert client.post("/predict", json={"texts": []}).json() == {"predictions": []}
         info = client.get("/info").json()
-        assert info["task"] == "classify" and info["labels"] == ["ham", "spam"] and info["backend"] == "torch"
+        assert (
+            info["task"] == "classify"
+            and info["labels"] == ["ham", "spam"]
+            and info["backend"] == f"torch-{classify_run.predictor.precision}"
+        )
         assert info["run"] == "run" and info["tunesmith_version"] == tunesmith.__version__ and info["model"]
         assert info["limits"]["max_texts"] == 64 and "api_key" not in info["limits"]
         m = client.get("/metrics")
@@ -186,13 +190,18 @@ def test_ner_run_returns_entity_spans(tmp_path, tiny_args):
     run = tunesmith.train(
         {"task": "ner", "data": {"train": str(tmp_path / "train.conll")}}, **args, baseline=False, out=str(tmp_path / "run")
     )
-    with TestClient(create_app(run.dir)) as client:
+    with TestClient(create_app(run.dir, backend="torch")) as client:
         r = client.post("/predict", json={"texts": ["we met alice in paris"]})
         assert r.status_code == 200
         (row,) = r.json()["predictions"]
         assert row == run.predict(["we met alice in paris"])[0]
         assert isinstance(row["entities"], list), row
         assert client.get("/info").json()["task"] == "ner"
+    with TestClient(create_app(run.dir)) as client:  # auto: torch candidates compared on the decoded tags of the eval sentences
+        choice = client.get("/info").json()["backend_choice"]
+        assert choice["candidates"][0]["name"] == "torch-fp32" and "decoded tag" in choice["candidates"][0]["agreement_of"]
+        assert "single-label classify" in choice["unavailable"]["onnx"]
+        assert client.post("/predict", json={"texts": ["we met alice in paris"]}).json()["predictions"][0]["tokens"][-1] == "paris"
 
 
 def test_onnx_backend_needs_the_export(classify_run):
@@ -218,7 +227,7 @@ def test_bad_settings_and_runs_are_user_errors(tmp_path, classify_run, capsys):
     assert main(["serve", str(tmp_path / "nowhere")]) == 2
     assert "run directory not found" in capsys.readouterr().err
     args = build_parser().parse_args(["serve", "r", "--max-batch", "1", "--timeout-s", "2"])
-    assert args.max_batch == 1 and args.timeout_s == 2 and args.host == "127.0.0.1" and args.backend == "torch"
+    assert args.max_batch == 1 and args.timeout_s == 2 and args.host == "127.0.0.1" and args.backend == "auto"
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and not is_loopback("0.0.0.0")
 
 

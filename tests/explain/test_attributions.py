@@ -41,11 +41,11 @@ def test_integrated_gradients_are_complete(run_dir):
     assert len(explanations) == len(TEXTS)
     for e in explanations:
         delta = e.logit - e.baseline_logit
-        assert abs(delta) > 0.05, "the check needs a logit that moves"
+        assert abs(delta) > 0.02, "the check needs a logit that moves"
         total = sum(w.attribution for w in e.words)
         assert total - delta == pytest.approx(e.completeness_gap, abs=1e-5)
-        assert abs(e.completeness_gap) < 0.05 * abs(delta), (e.text, e.completeness_gap, delta)
-    coarse = explain(run_dir, TEXTS[:1], steps=4)[0]
+        assert abs(e.completeness_gap) < 0.01 * abs(delta), (e.text, e.completeness_gap, delta)
+    coarse = explain(run_dir, TEXTS[:1], steps=2)[0]
     assert abs(coarse.completeness_gap) >= abs(explanations[0].completeness_gap), "more steps, smaller gap"
 
 
@@ -110,3 +110,71 @@ def test_multi_label_run_is_explained(tiny_model, tmp_path):
     (e,) = explain(run.dir, ["free prize now"], target="promo", steps=8)
     assert e.target == "promo" and e.label in {"ham", "promo", "spam"}
     assert 0 < e.target_probability < 1 and [w.word for w in e.words] == ["free", "prize", "now"]
+
+
+def test_attention_method_gives_word_shares_and_a_map(run_dir, tmp_path, capsys):
+    (e,) = explain(run_dir, TEXTS[1:2], method="attention")
+    assert e.method == "attention" and e.completeness_gap is None and all(w.attribution is None for w in e.words)
+    (ig,) = explain(run_dir, TEXTS[1:2], steps=4)
+    assert [w.attention for w in e.words] == pytest.approx([w.attention for w in ig.words]), "the same [CLS] attention"
+    n = len(e.words)
+    assert len(e.attention_map) == n and all(len(row) == n for row in e.attention_map)
+    assert all(0 <= sum(row) <= 1 + 1e-4 for row in e.attention_map), "each row is a share of one token's attention"
+    page = tmp_path / "map.html"
+    assert main(["explain", str(run_dir), "--text", TEXTS[1], "--method", "attention", "--html", str(page)]) == 0
+    assert "top words by attention" in capsys.readouterr().out
+    html = page.read_text(encoding="utf-8")
+    assert '<table class="map">' in html and html.count("<td style=") == n * n
+    with pytest.raises(SystemExit):  # argparse names the choices
+        main(["explain", str(run_dir), "--text", "x", "--method", "shap"])
+    with pytest.raises(UserError, match="ig, attention"):
+        explain(run_dir, ["x"], method="shap")
+
+
+@pytest.fixture(scope="module")
+def ner_run(tiny_model, tmp_path_factory):
+    import random
+
+    rng = random.Random(0)
+    lines = []
+    for _ in range(120):
+        filler = rng.sample(["we", "met", "saw", "at", "the", "cafe", "today"], 2)
+        person, place = rng.choice(["alice", "bob", "carol"]), rng.choice(["paris", "rome"])
+        lines += [f"{t}\t{g}" for t, g in zip([*filler, person, "in", place], ["O", "O", "B-PER", "O", "B-LOC"])] + [""]
+    tmp = tmp_path_factory.mktemp("explain-ner")
+    (tmp / "train.conll").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = {"model": str(tiny_model), "epochs": 3, "batch_size": 8, "lr": 1e-2, "max_length": 32, "precision": "fp32", "threads": 1}
+    args |= {"early_stopping": None, "head_lr": 1e-2}
+    run = tunesmith.train(
+        {"task": "ner", "data": {"train": str(tmp / "train.conll")}}, **args, doctor=False, baseline=False, out=str(tmp / "run")
+    )
+    return run
+
+
+def test_ner_is_explained_per_entity(ner_run, tmp_path, capsys):
+    text = "we met bob in rome"
+    predicted = ner_run.predict([text])[0]["entities"]
+    assert predicted, "the tiny tagger finds entities to explain"
+    explanations = explain(ner_run.dir, [text, "the the"], steps=32)
+    *entities, empty = explanations
+    assert [(e.entity["type"], e.entity["start"], e.entity["end"]) for e in entities] == [
+        (p["type"], p["start"], p["end"]) for p in predicted
+    ]
+    for e in entities:
+        assert e.text == text and e.label == e.entity["type"] and e.target.startswith(e.entity["type"])
+        assert [w.word for w in e.words] == text.split()
+        total = sum(w.attribution for w in e.words)
+        assert total - (e.logit - e.baseline_logit) == pytest.approx(e.completeness_gap, abs=1e-4)
+        assert abs(e.completeness_gap) < 0.01 * abs(e.logit - e.baseline_logit) + 1e-4
+        assert sum(w.attention for w in e.words) <= 1 + 1e-5
+    assert empty.label == "O" and empty.entity is None and empty.logit is None
+    kinds = {e.entity["type"] for e in entities}
+    only = sorted(kinds)[0]
+    assert {e.entity["type"] for e in explain(ner_run.dir, [text], target=only, method="attention")} == {only}
+    with pytest.raises(UserError, match="entity type"):
+        explain(ner_run.dir, [text], target="spam")
+    page = tmp_path / "ner.html"
+    assert main(["explain", str(ner_run.dir), "--text", text, "--text", "the the", "--html", str(page), "--steps", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert "entity " in printed and "no entity predicted" in printed
+    assert page.read_text(encoding="utf-8").count('class="w ent"') >= len(entities)

@@ -52,18 +52,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         err.print(
             f"[bold yellow]warning:[/] serving on {args.host} without an API key: anyone who can reach it can use the model; pass --api-key or set {API_KEY_ENV}"
         )
-    settings = {k: getattr(args, k) for k in ("backend", "max_batch", "max_wait_ms", "max_texts", "max_chars", "queue", "timeout_s")}
+    keys = ("backend", "max_batch", "max_wait_ms", "max_texts", "max_chars", "queue", "timeout_s", "max_tokens", "threads")
+    settings = {k: getattr(args, k) for k in keys}
     serve(args.run, host=args.host, port=args.port, workers=args.workers, api_key=api_key, **settings)
     return 0
 
 
 def args_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory written by `tunesmith train`")
+    from tunesmith.deploy.backends import BACKENDS
+
     p.add_argument(
         "--backend",
-        choices=("torch", "onnx"),
-        default="torch",
-        help="torch: the run's model; onnx: RUN/export/onnx (classify runs; `tunesmith export RUN` first) [default: torch]",
+        choices=BACKENDS,
+        default="auto",
+        help="auto: measure torch-fp32, torch-bf16 (native bf16 only) and the run's passed ONNX exports on its eval texts at "
+        "startup and serve the fastest that reproduces torch fp32 (shown in /info and the log); torch: the run's model, bf16 "
+        "where native; onnx, onnx-int8: RUN/export/onnx[-int8] (classify runs; `tunesmith export RUN [--quantize int8]` first) "
+        "[default: auto]",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind; non-loopback without --api-key warns [default: 127.0.0.1]")
     p.add_argument("--port", type=int, default=8000, help="[default: 8000]")
@@ -77,16 +83,29 @@ def args_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-chars", type=int, default=5000, metavar="N", help="characters per text, more answers 422 [default: 5000]")
     p.add_argument("--queue", type=int, default=256, metavar="N", help="requests waiting for the model, more answers 503 [default: 256]")
     p.add_argument("--timeout-s", type=float, default=30.0, metavar="S", help="seconds a request may wait, more answers 504 [default: 30]")
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads for the model [default: all cores, one less per core another job keeps busy (1-minute load)]",
+    )
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="generative runs (/v1/completions, /v1/chat/completions): most tokens a completion may ask for, more answers 422 [default: 1024]",
+    )
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
-    from tunesmith.explain import explain, render_html, rich_text
+    from tunesmith.explain import explain, headline, render_html, rich_text
 
     if not args.text:
         raise UserError('explain needs texts: pass --text "..." (repeatable)')
-    explanations = explain(args.run, args.text, target=args.target, steps=args.steps)
+    explanations = explain(args.run, args.text, target=args.target, steps=args.steps, method=args.method)
     if args.html:
         from tunesmith.training.rundir import atomic_write_text
 
@@ -95,15 +114,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps([e.to_dict() for e in explanations], ensure_ascii=False, indent=2) + "\n")
     else:
         for e in explanations:
-            out.print(
-                f"predicted [bold]{escape(e.label)}[/]; explaining [bold]{escape(e.target)}[/] (p={e.target_probability:.3f}, "
-                f"completeness gap {e.completeness_gap:+.4f} = {e.relative_gap:.1%} of the logit change, {e.steps} steps)",
-                highlight=False,
-            )
+            out.print(escape(headline(e)), highlight=False)
             out.print(rich_text(e))
-            table = Table("word", "attribution", "[CLS] attention", title="top words (green: for the label, red: against)")
+            if e.logit is None:  # an ner text without entities
+                continue
+            ig = e.method == "ig"
+            source = "entity attention" if e.entity else "[CLS] attention"
+            title = "top words (green: for the label, red: against)" if ig else "top words by attention"
+            table = Table("word", *(["attribution"] if ig else []), source, title=title)
             for w in e.top_words(5):
-                table.add_row(escape(w.word), f"[{'green' if w.attribution >= 0 else 'red'}]{w.attribution:+.4f}[/]", f"{w.attention:.3f}")
+                value = [f"[{'green' if w.attribution >= 0 else 'red'}]{w.attribution:+.4f}[/]"] if ig and w.attribution is not None else []
+                table.add_row(escape(w.word), *value, f"{w.attention:.3f}")
             out.print(table)
     if args.html:
         err.print(f"wrote {args.html}")
@@ -111,9 +132,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def args_explain(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run directory written by `tunesmith train` (classify, single- or multi-label)")
+    p.add_argument("run", help="run directory written by `tunesmith train` (classify, single- or multi-label, or ner)")
     p.add_argument("--text", action="append", help="a text to explain (repeat for several)")
-    p.add_argument("--target", metavar="LABEL", help="the label to explain [default: each text's predicted label]")
+    p.add_argument(
+        "--method",
+        choices=("ig", "attention"),
+        default="ig",
+        help="ig: integrated gradients (captum) with attention alongside; attention: the last layer's attention and the "
+        "word-by-word map (in --html) [default: ig]",
+    )
+    p.add_argument(
+        "--target", metavar="LABEL", help="classify: the label to explain [default: the predicted one]; ner: only entities of this type"
+    )
     p.add_argument("--steps", type=int, default=32, metavar="N", help="integrated-gradient steps (more: smaller gap) [default: 32]")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with the coloured texts")
     p.add_argument("--json", action="store_true", help="print the explanations as JSON")

@@ -8,6 +8,9 @@ that waits longer than ``timeout_s`` answers 504. On shutdown the queue is drain
 
 Endpoints: ``POST /predict`` ``{"texts": [...]}`` -> ``{"predictions": [...]}`` (the rows of
 ``Run.predict``), ``GET /health`` (never needs the API key), ``GET /info``, ``GET /metrics`` (Prometheus text).
+Generative runs (sft/clm) answer the OpenAI-compatible ``/v1/chat/completions`` and ``/v1/completions``
+instead of ``/predict`` (:mod:`tunesmith.deploy.openai_api`). The model behind ``/predict`` is chosen by
+``backend`` (:mod:`tunesmith.deploy.backends`); ``auto`` measures the candidates at startup.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request, imported
@@ -17,6 +20,7 @@ import contextlib
 import hmac
 import ipaddress
 import json
+import logging
 import os
 import time
 from collections import defaultdict
@@ -26,14 +30,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunesmith.deploy.backends import BACKENDS, load_backend, summary
 from tunesmith.errors import UserError
 
-BACKENDS = ("torch", "onnx")
 API_KEY_ENV = "TUNESMITH_API_KEY"
 SETTINGS_ENV = "TUNESMITH_SERVE_SETTINGS"  # how `--workers N` hands the settings to each worker process
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 RETRY_AFTER_S = 1
+ENDPOINTS = ("/predict", "/health", "/info", "/metrics", "/v1/chat/completions", "/v1/completions", "/v1/models")
+log = logging.getLogger("uvicorn.error")  # the server's own log: the backend choice shows among its startup lines
 
 Predict = Callable[[list[str]], list[dict[str, Any]]]
 
@@ -42,8 +48,9 @@ Predict = Callable[[list[str]], list[dict[str, Any]]]
 class ServeSettings:
     """Limits and options of a served run (the ``tunesmith serve`` flags)."""
 
-    backend: str = "torch"
-    """torch: the run's model through Run.predict; onnx: RUN/export/onnx (classify runs, onnxruntime)"""
+    backend: str = "auto"
+    """auto: the fastest of torch-fp32/torch-bf16/onnx/onnx-int8 that reproduces the run, measured at startup;
+    torch: the run's model (bf16 autocast where native); onnx, onnx-int8: RUN/export/onnx[-int8] (classify)"""
     api_key: str | None = None
     """when set, /predict, /info and /metrics need ``Authorization: Bearer KEY``"""
     max_batch: int = 32
@@ -58,13 +65,17 @@ class ServeSettings:
     """requests waiting for the model (more: 503 with Retry-After)"""
     timeout_s: float = 30.0
     """seconds a request may wait for its predictions (more: 504)"""
+    max_tokens: int = 1024
+    """generative runs: tokens a completion may generate (a request asking more: 422)"""
+    threads: int | None = None
+    """CPU threads for the model (torch and ONNX Runtime); None: all cores, fewer when the machine is busy"""
 
     def validate(self) -> None:
         problems = []
         if self.backend not in BACKENDS:
             problems.append(f"`backend` must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        for name in ("max_batch", "max_texts", "max_chars", "queue"):
-            if getattr(self, name) < 1:
+        for name in ("max_batch", "max_texts", "max_chars", "queue", "max_tokens", "threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"`{name}` must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
             problems.append(f"`max_wait_ms` must be >= 0, got {self.max_wait_ms}")
@@ -85,6 +96,7 @@ class Metrics:
         self.errors: dict[str, int] = defaultdict(int)
         self.latency: dict[str, list[float]] = {}
         self.batch_sizes: list[float] = []
+        self.tokens: dict[str, int] = defaultdict(int)  # generative runs: prompt and completion tokens
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests[(endpoint, status)] += 1
@@ -104,6 +116,9 @@ class Metrics:
             lines += _histogram("tunesmith_request_duration_seconds", values, LATENCY_BUCKETS, f'endpoint="{endpoint}"')
         lines += ["# HELP tunesmith_batch_size Texts per model call.", "# TYPE tunesmith_batch_size histogram"]
         lines += _histogram("tunesmith_batch_size", self.batch_sizes, BATCH_BUCKETS, "")
+        if self.tokens:
+            lines += ["# HELP tunesmith_tokens_total Tokens of generative requests.", "# TYPE tunesmith_tokens_total counter"]
+            lines += [f'tunesmith_tokens_total{{kind="{kind}"}} {n}' for kind, n in sorted(self.tokens.items())]
         return "\n".join(lines) + "\n"
 
 
@@ -217,44 +232,6 @@ class MicroBatcher:
                     self.queue.task_done()
 
 
-def _onnx_predict(run, settings: ServeSettings) -> tuple[Predict, list[str]]:
-    """A classify run's predictions from RUN/export/onnx (the export's consumer recipe: tokenizer, session, softmax)."""
-    export_dir = run.dir / "export" / "onnx"
-    if run.config.task != "classify" or run.config.data.multi_label:
-        kind = "multi-label classify" if run.config.data.multi_label else run.config.task
-        raise UserError(f"--backend onnx serves single-label classify runs; {run.dir} is a {kind} run: use --backend torch")
-    if not (export_dir / "export.json").is_file():
-        raise UserError(f"--backend onnx needs {export_dir}/export.json; run `tunesmith export {run.dir}` first, or use --backend torch")
-    manifest = json.loads((export_dir / "export.json").read_text(encoding="utf-8"))
-    if not manifest.get("parity_passed", False):
-        raise UserError(f"{export_dir} failed its parity check (export.json parity_passed false); re-export it or use --backend torch")
-    try:
-        import numpy as np
-        import onnxruntime as ort
-        from transformers import AutoTokenizer
-    except ImportError as exc:
-        raise UserError(f"--backend onnx needs onnxruntime ({exc.name} missing): pip install 'tunesmith[onnx]'") from exc
-
-    from tunesmith.tasks.classify import prediction_rows
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(export_dir / manifest["model_file"]), options, providers=["CPUExecutionProvider"])
-    tokenizer = AutoTokenizer.from_pretrained(export_dir)
-    labels, names, max_length = manifest["labels"], manifest["inputs"], run.config.data.max_length
-
-    def predict(texts: list[str]) -> list[dict[str, Any]]:
-        rows = []
-        for i in range(0, len(texts), settings.max_batch):
-            enc = tokenizer(texts[i : i + settings.max_batch], padding=True, truncation=True, max_length=max_length, return_tensors="np")
-            (logits,) = session.run(None, {n: enc[n].astype(np.int64) for n in names})
-            z = np.exp(logits - logits.max(axis=-1, keepdims=True))
-            rows += prediction_rows(z / z.sum(axis=-1, keepdims=True), labels)
-        return rows
-
-    return predict, labels
-
-
 def _json_error(status: int, message: str, **extra: Any):
     from fastapi.responses import JSONResponse
 
@@ -269,8 +246,8 @@ def create_app(run_dir: str | Path, *, predict: Predict | None = None, **setting
         run_dir: run directory written by ``tunesmith train``.
         predict: replaces the model (texts -> prediction rows); for tests and custom backends.
         **settings: the fields of :class:`ServeSettings` (``backend``, ``api_key``, ``max_batch``,
-            ``max_wait_ms``, ``max_texts``, ``max_chars``, ``queue``, ``timeout_s``). ``api_key``
-            defaults to the ``TUNESMITH_API_KEY`` environment variable.
+            ``max_wait_ms``, ``max_texts``, ``max_chars``, ``queue``, ``timeout_s``, ``max_tokens``, ``threads``).
+            ``api_key`` defaults to the ``TUNESMITH_API_KEY`` environment variable.
 
     Raises:
         UserError: not a finished run, an unknown setting, or an onnx backend without its export.
@@ -279,6 +256,7 @@ def create_app(run_dir: str | Path, *, predict: Predict | None = None, **setting
     from fastapi.responses import PlainTextResponse
 
     import tunesmith
+    from tunesmith.deploy import openai_api
     from tunesmith.run import Run
 
     unknown = sorted(set(settings) - set(ServeSettings.__dataclass_fields__))
@@ -287,25 +265,40 @@ def create_app(run_dir: str | Path, *, predict: Predict | None = None, **setting
     cfg = ServeSettings(**settings)
     cfg.api_key = cfg.api_key or os.environ.get(API_KEY_ENV) or None
     cfg.validate()
-    run = Run.load(run_dir)
-    onnx_labels: list[str] | None = None
-    state = {"loaded": predict is not None}
-    if predict is None and cfg.backend == "onnx":
-        predict, onnx_labels = _onnx_predict(run, cfg)
-        state["loaded"] = True
-    elif predict is None:
+    generative = openai_api.generative_run(run_dir)
+    run = None if generative is not None else Run.load(run_dir)
+    if generative is not None and predict is not None:
+        raise UserError(f"{run_dir} is a generative run: it has no /predict to replace with predict=")
+    if generative is not None:
+        openai_api.check_backend(run_dir, cfg.backend)
+    state: dict[str, Any] = {"loaded": predict is not None, "backend": None, "generator": None}
+    if predict is None:
+        _configure_threads(cfg)
+    if predict is not None:
+        state["backend"] = {"chosen": "custom", "how": "create_app(predict=...)"}
+    elif cfg.backend in ("onnx", "onnx-int8") and generative is None:
+        chosen = load_backend(run, cfg.backend, cfg.max_batch)  # fails here, before serving, on a missing export
+        predict, state["labels"], state["backend"], state["loaded"] = chosen.predict, chosen.labels, chosen.choice, True
+    elif generative is None:
+        resolved: dict[str, Any] = {}
 
         def predict(texts: list[str]) -> list[dict[str, Any]]:
-            rows = run.predict(texts, batch_size=cfg.max_batch)
-            state["loaded"] = True  # also when no lifespan ran (an app mounted without startup events)
-            return rows
+            load_model()  # also when no lifespan ran (an app mounted without startup events)
+            return resolved["predict"](texts)
 
     metrics = Metrics()
     batcher = MicroBatcher(predict, cfg, metrics)
 
     def load_model() -> None:
-        if cfg.backend == "torch":
-            _ = run.predictor  # loads the weights once, before the first request
+        """Load the model (and, for ``auto``, measure the candidates) once, in the model thread."""
+        if state["loaded"]:
+            return
+        if generative is not None:
+            state["generator"], state["backend"] = openai_api.load_generator(Path(run_dir), generative, cfg.backend)
+        else:
+            chosen = load_backend(run, cfg.backend, cfg.max_batch)
+            resolved["predict"], state["labels"], state["backend"] = chosen.predict, chosen.labels, chosen.choice
+        log.info("tunesmith serve %s: %s", Path(run_dir).name, summary(state["backend"]))
         state["loaded"] = True
 
     @contextlib.asynccontextmanager
@@ -315,23 +308,34 @@ def create_app(run_dir: str | Path, *, predict: Predict | None = None, **setting
         yield
         await batcher.stop(cfg.timeout_s)
 
-    app = FastAPI(title=f"tunesmith {run.dir.name}", version=tunesmith.__version__, lifespan=lifespan)
+    app = FastAPI(title=f"tunesmith {Path(run_dir).name}", version=tunesmith.__version__, lifespan=lifespan)
     app.state.settings, app.state.metrics, app.state.batcher, app.state.run = cfg, metrics, batcher, run
+    app.state.started = time.time()
+    if generative is not None:
+
+        async def generator():
+            if not state["loaded"]:
+                await batcher.run_in_model_thread(load_model)
+            return state["generator"]
+
+        openai_api.add_routes(app, Path(run_dir).name, generator, cfg, metrics, batcher)
 
     @app.middleware("http")
     async def guard_and_measure(request: Request, call_next):
         started = time.perf_counter()
         path = request.url.path
         if cfg.api_key and path != "/health" and not _authorized(request.headers.get("authorization", ""), cfg.api_key):
-            response = _json_error(401, "missing or wrong API key: send the header `Authorization: Bearer KEY`")
+            message = "missing or wrong API key: send the header `Authorization: Bearer KEY`"
+            response = openai_api.openai_error(401, message) if path.startswith("/v1/") else _json_error(401, message)
         else:
             response = await call_next(request)
-        endpoint = path if path in ("/predict", "/health", "/info", "/metrics") else "other"
-        metrics.observe_request(endpoint, response.status_code, time.perf_counter() - started)
+        metrics.observe_request(path if path in ENDPOINTS else "other", response.status_code, time.perf_counter() - started)
         return response
 
     @app.post("/predict")
     async def predict_endpoint(request: Request):
+        if generative is not None:
+            return _json_error(404, f"{Path(run_dir).name} is a generative run: use POST /v1/chat/completions or /v1/completions")
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
@@ -371,15 +375,27 @@ def create_app(run_dir: str | Path, *, predict: Predict | None = None, **setting
 
     @app.get("/info")
     async def info():
-        labels = onnx_labels if onnx_labels is not None else (getattr(run.predictor, "labels", None) if state["loaded"] else None)
+        if generative is not None:
+            gen = state["generator"]
+            task, model = str(generative.get("task") or "causal-lm"), str((generative.get("model") or {}).get("model") or "")
+            labels, extra = None, {"endpoints": list(openai_api.ENDPOINTS), "chat_template": bool(gen and gen.has_chat_template)}
+        else:
+            task, model = run.config.task, run.config.model.model
+            labels = state.get("labels") or (
+                getattr(run.predictor, "labels", None) if state["loaded"] and state["backend"] is None else None
+            )
+            extra = {}
+        choice = state["backend"] or {}
         return {
-            "run": run.dir.name,
-            "task": run.config.task,
+            "run": Path(run_dir).name,
+            "task": task,
             "labels": list(labels) if labels is not None else None,
-            "model": run.config.model.model,
+            "model": model,
             "tunesmith_version": tunesmith.__version__,
-            "backend": cfg.backend,
+            "backend": choice.get("chosen", cfg.backend),
+            "backend_choice": choice or None,
             "limits": cfg.limits(),
+            **extra,
         }
 
     @app.get("/metrics")
@@ -387,6 +403,18 @@ def create_app(run_dir: str | Path, *, predict: Predict | None = None, **setting
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app
+
+
+def _configure_threads(cfg: ServeSettings) -> None:
+    """The training rule for threads: on a busy machine a multi-threaded torch call waits for descheduled threads
+    (MiniLM batch 1 at load 6 on 2 cores: 295-920 ms with 2 threads, 35 ms with 1), so leave busy cores alone."""
+    from tunesmith.training.hardware import configure_threads
+
+    threads, busy = configure_threads(cfg.threads)
+    cfg.threads = threads
+    if busy:
+        load = os.getloadavg()[0]
+        log.warning("the machine is busy (1-minute load %.1f); serving with %d thread(s); pass --threads N to override", load, threads)
 
 
 def _authorized(header: str, api_key: str) -> bool:
@@ -421,5 +449,13 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, wor
         uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=settings.get("timeout_s", 30))
         return
     create_app(run_dir, **settings)  # fail here, once, on a bad run or setting rather than in every worker
+    if settings.get("backend", "auto") == "auto":
+        from tunesmith.deploy import openai_api
+        from tunesmith.run import Run
+
+        if openai_api.generative_run(run_dir) is None:  # measure once here, not in every worker at the same time
+            chosen = load_backend(Run.load(run_dir), "auto", settings.get("max_batch", ServeSettings.max_batch))
+            print(f"tunesmith serve: {summary(chosen.choice)}", flush=True)
+            settings = {**settings, "backend": chosen.name}
     os.environ[SETTINGS_ENV] = json.dumps({"run_dir": str(run_dir), **settings})
     uvicorn.run("tunesmith.deploy.serve:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info")

@@ -1,5 +1,6 @@
-"""Explain a classify run's predictions: word attributions (integrated gradients) and [CLS] attention."""
+"""Explain a run's predictions: word attributions (integrated gradients) and attention, for classify and ner runs."""
 
-from tunesmith.explain.attributions import Explanation, WordAttribution, explain, html_fragment, render_html, rich_text
+from tunesmith.explain.attributions import METHODS, Explanation, WordAttribution, explain
+from tunesmith.explain.render import HTML_CSS, headline, html_fragment, render_html, rich_text
 
-__all__ = ["Explanation", "WordAttribution", "explain", "html_fragment", "render_html", "rich_text"]
+__all__ = ["HTML_CSS", "METHODS", "Explanation", "WordAttribution", "explain", "headline", "html_fragment", "render_html", "rich_text"]

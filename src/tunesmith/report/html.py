@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import UserError
-from tunesmith.explain.attributions import HTML_CSS, html_fragment
+from tunesmith.explain.render import HTML_CSS, html_fragment
 from tunesmith.report import plots
 from tunesmith.training.rundir import atomic_write_text
 
@@ -60,6 +60,9 @@ def render_report(run: Path, *, explain_errors: int = EXPLAINED_ERRORS) -> str:
         sections.append(_section("Confusion matrix", f"<p class='muted'>rows: gold label, columns: predicted</p>{img}"))
     if evaluation.get("per_class"):
         sections.append(_section("Per class", _per_class(evaluation["per_class"])))
+    calibration = _calibration(_read_jsonl(run / "eval_predictions.jsonl")) if task == "classify" else None
+    if calibration:
+        sections.append(_section("Calibration", calibration))
     per_language = evaluation.get("per_language") or metrics.get("per_language")
     if per_language:
         sections.append(_section("Per language", _records_table(per_language, "language")))
@@ -202,6 +205,29 @@ def _metrics_section(task: str, evaluation: dict[str, Any], training: Any) -> st
         keep = ("steps", "epochs", "wall_seconds", "train_samples_per_second", "best_metric", "stopped_early", "precision")
         body += "<h3>training</h3>" + _kv_table([(k, training[k]) for k in keep if k in training])
     return body
+
+
+def _calibration(predictions: list[dict[str, Any]]) -> str | None:
+    """Reliability diagram, ECE and the bins, from single-label predictions (score = the predicted label's probability)."""
+    from tunesmith.evaluate.calibration import expected_calibration_error, reliability_bins
+
+    scored = [p for p in predictions if isinstance(p.get("score"), int | float) and isinstance(p.get("correct"), bool)]
+    if not scored:
+        return None
+    bins = reliability_bins([float(p["score"]) for p in scored], [p["correct"] for p in scored])
+    ece = expected_calibration_error(bins)
+    img = plots.img_tag(plots.reliability_diagram(bins, ece), "reliability diagram")
+    rows = "".join(
+        f"<tr><td>({b.low:.1f}, {b.high:.1f}]</td><td>{b.count:,}</td><td>{_fmt(b.confidence) if b.count else '-'}</td>"
+        f"<td>{_fmt(b.accuracy) if b.count else '-'}</td></tr>"
+        for b in bins
+    )
+    intro = (
+        f"<p>expected calibration error (ECE, {len(bins)} equal-width bins) on {len(scored):,} eval texts: <b>{ece:.4f}</b>. "
+        "0 means that, of the texts predicted with confidence p, a fraction p is right.</p>"
+    )
+    table = f"<table><tr><th>confidence</th><th>texts</th><th>mean confidence</th><th>accuracy</th></tr>{rows}</table>"
+    return intro + img + table
 
 
 def _curves(history: list[dict[str, Any]]) -> str:

@@ -89,3 +89,25 @@ def confusion_heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[str]) ->
             ax.text(j, i, str(value), ha="center", va="center", color="white" if value > peak / 2 else "black", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046)
     return _png(plt, fig)
+
+
+def reliability_diagram(bins: Sequence[Any], ece: float) -> str:
+    """Accuracy per confidence bin against the diagonal of perfect calibration, with each bin's text count."""
+    plt, fig, (ax, ax_count) = _figure_pair()
+    filled = [b for b in bins if b.count]
+    width = bins[0].high - bins[0].low if bins else 0.1
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
+    ax.bar([b.low for b in filled], [b.accuracy for b in filled], width=width, align="edge", edgecolor="black", alpha=0.7, label="accuracy")
+    ax.plot([b.confidence for b in filled], [b.accuracy for b in filled], "o", color="black", ms=3, label="mean confidence")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (probability of the predicted label)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability diagram (ECE {ece:.4f})")
+    ax.legend(fontsize="small", loc="upper left")
+    ax_count.bar([b.low for b in bins], [b.count for b in bins], width=width, align="edge", edgecolor="black")
+    ax_count.set_yscale("log" if max((b.count for b in bins), default=0) > 50 else "linear")
+    ax_count.set_xlim(0, 1)
+    ax_count.set_xlabel("confidence")
+    ax_count.set_title("eval texts per bin")
+    return _png(plt, fig)
