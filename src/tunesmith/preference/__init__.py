@@ -1,0 +1,1 @@
+"""Preference tuning: pairs (data.py), reward models (reward.py) and DPO (dpo.py) through TRL, demo pairs (recipes.py)."""
