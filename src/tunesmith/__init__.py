@@ -17,6 +17,13 @@ def train(config: Any = None, **overrides: Any) -> Run:
     return _train(config, **overrides)
 
 
+def distill(teacher: Any = None, student: str = "layers:every-other", **kwargs: Any) -> Run:
+    """Distil a classify run into a smaller student; see :func:`tunesmith.compress.distill.distill`."""
+    from tunesmith.compress.distill import distill as _distill
+
+    return _distill(teacher, student, **kwargs)
+
+
 def load(run_dir: Any) -> Run:
     """Open a finished run directory; see :class:`tunesmith.run.Run`."""
     from tunesmith.run import Run
@@ -24,4 +31,4 @@ def load(run_dir: Any) -> Run:
     return Run.load(run_dir)
 
 
-__all__ = ["__version__", "load", "train"]
+__all__ = ["__version__", "distill", "load", "train"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from tunesmith.commands.compress import args_distill, cmd_distill
 from tunesmith.commands.data import (
     args_augment,
     args_dedup,
@@ -40,8 +41,11 @@ from tunesmith.commands.evaluate import (
     cmd_search,
     cmd_zeroshot,
 )
+from tunesmith.commands.generate import args_chat, args_generate, cmd_chat, cmd_generate
 from tunesmith.commands.output import err
+from tunesmith.commands.preference import args_data_preferences, cmd_data_preferences
 from tunesmith.commands.run import args_eval, args_predict, args_train, cmd_eval, cmd_predict, cmd_train
+from tunesmith.commands.ui import args_ui, cmd_ui
 from tunesmith.errors import UserError
 
 # verb -> (help, description/epilog examples, add arguments, handler); nested verbs use "group verb"
@@ -67,6 +71,21 @@ VERBS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Call
         "example:\n  tunesmith eval runs/mine --data holdout.csv",
         args_eval,
         cmd_eval,
+    ),
+    "generate": (
+        "generate text with a run or a model (sft/clm runs, smollm2-135m, any HF causal LM), streamed as it is written",
+        'examples:\n  tunesmith generate smollm2-135m --prompt "Translate to English: 你好" --temperature 0\n'
+        '  tunesmith generate runs/sft-hsk --prompt "Translate to English: 我很高兴" --max-new-tokens 32\n'
+        '  tunesmith generate runs/clm-mine --prompt "Once upon a time" --seed 1 --top-p 0.95',
+        args_generate,
+        cmd_generate,
+    ),
+    "chat": (
+        "chat with a run or a model in the terminal (history kept; /reset forgets it, /exit quits)",
+        "examples:\n  tunesmith chat smollm2-135m\n  tunesmith chat runs/sft-hsk --temperature 0.3 --system 'You translate Chinese to English.'\n"
+        "  printf 'hello\\n/reset\\nhi again\\n' | tunesmith chat runs/sft-hsk   # reads stdin: scriptable",
+        args_chat,
+        cmd_chat,
     ),
     "doctor": (
         "find what in a dataset would hurt fine-tuning, with the command that fixes it",
@@ -156,9 +175,11 @@ VERBS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Call
         cmd_fewshot,
     ),
     "explain": (
-        "show which words made a classify run predict what it did (integrated gradients, [CLS] attention)",
+        "show which words made a classify or ner run predict what it did (integrated gradients, attention maps; ner per entity)",
         'examples:\n  tunesmith explain runs/mine --text "WIN a FREE prize, text now"\n'
         '  tunesmith explain runs/mine --text "see you at lunch" --target spam --html why.html\n'
+        '  tunesmith explain runs/mine --text "..." --method attention --html map.html\n'
+        '  tunesmith explain runs/my-ner --text "we met Alice in Paris" --target PER\n'
         '  tunesmith explain runs/mine --text "..." --json --steps 64',
         args_explain,
         cmd_explain,
@@ -168,6 +189,16 @@ VERBS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Call
         "examples:\n  tunesmith report runs/mine                        # RUN/report.html\n  tunesmith report runs/mine --output mine.html",
         args_report,
         cmd_report,
+    ),
+    "distill": (
+        "distil a classify run into a smaller student (soft targets + gold labels); the student is a normal run",
+        "examples:\n  tunesmith distill --teacher runs/spam --out runs/spam-small        # every other layer of the teacher\n"
+        "  tunesmith distill --teacher runs/spam --student layers:2 --alpha 0.7 --temperature 4 --epochs 2\n"
+        "  tunesmith distill --teacher runs/spam --student path/to/small-encoder --num-processes 2\n"
+        "  tunesmith distill --out runs/spam-small --resume                     # continue an interrupted one\n"
+        "  tunesmith export runs/spam-small --quantize int8                     # then: an int8 ONNX student",
+        args_distill,
+        cmd_distill,
     ),
     "export": (
         "export a trained run to ONNX or TorchScript, checking that it reproduces the run",
@@ -179,14 +210,32 @@ VERBS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Call
         cmd_export,
     ),
     "serve": (
-        "serve a trained run over HTTP: POST /predict with micro-batching, /health, /info, /metrics",
-        "examples:\n  tunesmith serve runs/mine                         # http://127.0.0.1:8000\n"
+        "serve a trained run over HTTP: POST /predict with micro-batching (OpenAI-style /v1/chat/completions and "
+        "/v1/completions for sft/clm runs), /health, /info, /metrics",
+        "examples:\n  tunesmith serve runs/mine                         # http://127.0.0.1:8000, fastest backend measured at startup\n"
         '  curl -s localhost:8000/predict -H "content-type: application/json" -d \'{"texts": ["WIN a FREE prize"]}\'\n'
-        "  tunesmith serve runs/mine --backend onnx --host 0.0.0.0 --api-key $KEY",
+        "  tunesmith serve runs/mine --backend onnx-int8 --host 0.0.0.0 --api-key $KEY\n"
+        "  tunesmith serve runs/my-sft                       # then: curl -N localhost:8000/v1/chat/completions \\\n"
+        '      -d \'{"messages": [{"role": "user", "content": "hi"}], "stream": true}\'',
         args_serve,
         cmd_serve,
     ),
+    "ui": (
+        "a local web page to start, watch, compare and inspect runs (runs table, curves, doctor findings, try box)",
+        "examples:\n  tunesmith ui                                      # http://127.0.0.1:7860 over ./runs\n"
+        "  tunesmith ui --runs-dir experiments --port 8080\n"
+        "  tunesmith ui --max-upload-mb 500                  # accept larger data files",
+        args_ui,
+        cmd_ui,
+    ),
     "data list": ("list the packaged datasets", "example:\n  tunesmith data list", args_list, cmd_data_list),
+    "data preferences": (
+        "build a demo preference set (prompt/chosen/rejected) from translation pairs, for --task reward and --task dpo",
+        "examples:\n  tunesmith data preferences --out prefs.jsonl                 # from hsk_zh_en: right vs another sentence's translation\n"
+        "  tunesmith data preferences my_sft.jsonl --out prefs.jsonl --limit 500 --seed 1",
+        args_data_preferences,
+        cmd_data_preferences,
+    ),
     "models list": ("list the registry models", "example:\n  tunesmith models list", args_list, cmd_models_list),
 }
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunesmith.errors import UserError
 
-TaskName = Literal["classify", "regress", "ner", "mlm", "multitask"]
+TaskName = Literal["classify", "regress", "ner", "mlm", "multitask", "seq2seq", "reward", "dpo", "sft", "clm"]
 
 
 class _Section(BaseModel):
@@ -62,6 +62,11 @@ class DataConfig(_Section):
     )
     repair_tags: bool = Field(False, description="ner: fix invalid tag sequences (I- without B-) instead of reporting them")
     max_length: int = Field(128, ge=8, le=8192, description="maximum tokens per text; longer texts are truncated")
+    template: str | None = Field(
+        None,
+        description="sft: chat template for a model without one (or to replace its own): plain (### User:/### Assistant:), "
+        "a Jinja file, or an inline Jinja string",
+    )
 
 
 class ModelConfig(_Section):
@@ -81,6 +86,19 @@ class ModelConfig(_Section):
         "crf", description="ner: CRF layer with Viterbi decoding under the tag scheme's constraints, or a per-token softmax"
     )
     dropout: float | None = Field(None, ge=0.0, lt=1.0, description="override the model's hidden and attention dropout")
+    freeze_embeddings: bool | Literal["auto"] = Field(
+        "auto",
+        description="full: keep the embedding block fixed (no gradient, no optimizer state for the largest matrix); "
+        "auto: on for encoders except mlm, whose output layer shares the word embeddings",
+    )
+    freeze_layers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto",
+        description="full: keep the lowest N transformer layers fixed, so backpropagation stops above them; "
+        "auto: 0 (see benchmarks/README.md for the measured trade-off)",
+    )
+    attention: Literal["auto", "eager", "sdpa"] = Field(
+        "auto", description="attention kernel while training: auto picks eager for encoders on the CPU (measured faster at short lengths)"
+    )
 
 
 class TrainingConfig(_Section):
@@ -132,8 +150,36 @@ class TrainingConfig(_Section):
     sampling_temperature: float = Field(
         2.0, ge=1.0, description="multitask --task-sampling temperature: 1 is proportional, larger values move towards equal shares"
     )
+    dpo_beta: float = Field(
+        0.1, gt=0, description="dpo: strength of the pull towards the reference model (larger: stay closer); rewards are beta x log-ratio"
+    )
+    activation_checkpointing: bool = Field(
+        False,
+        description="recompute each layer's activations in the backward pass instead of keeping them: much less memory "
+        "(LoRA then saves the optimizer state on top), about a third more compute",
+    )
+    packing: bool = Field(
+        True, description="sft/clm: pack whole examples into max-length sequences (no attention across examples) instead of padding each"
+    )
+    eval_generate: int = Field(
+        100, ge=0, description="sft, seq2seq: eval prompts answered greedily for BLEU/chrF, before and after training (a seeded sample; 0 skips)"
+    )
+    max_new_tokens: int = Field(64, ge=1, description="sft, seq2seq, dpo: most tokens generated per eval reply (and per `predict` reply)")
     seed: int = Field(42, description="seed for splits, initialisation and data order")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; default: all cores, one less if the machine is busy")
+    eval_steps: int | None = Field(
+        None, ge=1, description="evaluate and save a checkpoint every N optimizer steps; default: once per epoch"
+    )
+    num_processes: int = Field(
+        1,
+        ge=1,
+        description="data-parallel processes on this machine (torch.distributed: gloo on CPU, NCCL with one GPU each); "
+        "for several machines, FSDP or DeepSpeed use `accelerate launch` (examples/accelerate/)",
+    )
+    lr_scaling: Literal["none", "linear", "sqrt"] = Field(
+        "none",
+        description="with several processes: keep lr (none), or multiply it by the number of processes (linear) or its square root (sqrt)",
+    )
 
 
 class HeadConfig(_Section):
@@ -187,12 +233,21 @@ class RunConfig(_Section):
             raise ValueError("; ".join(problems))
         from tunesmith.tasks import task_for  # late: tasks build on this module
 
+        self._apply_task_defaults(task_for(self).config_defaults)
         allowed = task_for(self).metrics
         if self.training.metric != "auto" and self.training.metric not in allowed:
             raise ValueError(
                 f"`training.metric` {self.training.metric!r} is not a {self.task} metric; choose auto or one of {', '.join(allowed)}"
             )
         return self
+
+    def _apply_task_defaults(self, defaults: dict[str, Any]) -> None:
+        """The task's own defaults (sft: smollm2-135m, LoRA, hsk_zh_en) for every section key the config does not set."""
+        for key, value in defaults.items():
+            for section in SECTIONS:
+                holder = getattr(self, section)
+                if key in type(holder).model_fields and key not in holder.model_fields_set:
+                    setattr(holder, key, value)
 
     def _head_problems(self) -> list[str]:
         if self.task != "multitask":
@@ -263,6 +318,9 @@ ALIASES = {
 }
 
 
+_UNION_MEMBERS = {"int", "float", "bool", "str"}
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
@@ -276,8 +334,12 @@ def _format_errors(err: ValidationError, source: str) -> str:
             lines.append(f"  `{loc}` is not a config key{hint}")
             continue
         msg = e["msg"].replace("Value error, ", "")
-        if loc:
-            lines.append(f"  `{loc}`: {msg}, got {e['input']!r}")
+        # a value that may be one of several types (``int | "auto"``) fails once per member: report one line
+        field = ".".join(str(p) for p in e["loc"] if not isinstance(p, str) or (p.isidentifier() and p not in _UNION_MEMBERS))
+        if field and field != loc and lines and lines[-1].startswith(f"  `{field}`: "):
+            lines[-1] = lines[-1].replace(", got ", f", or {msg[0].lower()}{msg[1:]}, got ", 1)
+        elif field:
+            lines.append(f"  `{field}`: {msg}, got {e['input']!r}")
         else:
             lines.append(f"  {msg}")
     n = len(lines)

@@ -73,15 +73,26 @@ class Run:
         return self.predictor.predict(list(texts), batch_size=batch_size)
 
     def evaluate(
-        self, data: str, *, text_col: str | None = None, label_col: str | None = None
+        self, data: str | None = None, *, text_col: str | None = None, label_col: str | None = None, **options: Any
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Metrics and per-text predictions of this run on a labelled file or packaged dataset.
+
+        A generative run (sft, clm) also takes ``data=None`` (its own eval split, the same seeded
+        split as in training) and the options ``limit`` (eval prompts answered for BLEU/chrF) and
+        ``max_new_tokens``.
 
         Raises:
             UserError: on unreadable data or labels the run was not trained on.
         """
+        from tunesmith.tasks import task_for
+
+        generative = getattr(task_for(self.config).load_predictor, "evaluates_own_split", False)
+        options = {k: v for k, v in options.items() if v is not None}
+        if not generative and (data is None or options):
+            what = "needs --data FILE (a labelled file or packaged dataset)" if data is None else f"takes no {', '.join(options)}"
+            raise UserError(f"evaluating a {self.config.task} run {what}; only generative runs (sft, clm) score their own eval split")
         return self.predictor.evaluate(
-            data, text_col=text_col or self.config.data.text_col, label_col=label_col or self.config.data.label_col
+            data, text_col=text_col or self.config.data.text_col, label_col=label_col or self.config.data.label_col, **options
         )
 
 

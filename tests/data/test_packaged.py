@@ -143,3 +143,21 @@ def test_eval_file_with_raw_packaged_labels(tmp_path: Path) -> None:
     evaluation.write_text("text,spam\nWIN a prize now,1\nsee you at lunch,0\n", encoding="utf-8")
     prepared = prepare_classification(DataConfig(train="sms_spam", eval=str(evaluation)), seed=0)
     assert prepared.eval.labels == ["spam", "ham"]
+
+
+def test_trec_questions_read_by_its_own_reader() -> None:
+    data = prepare_classification(DataConfig(train="trec_questions"), seed=42)
+    counts = data.report["class_counts_train"]
+    assert set(counts) == {"abbreviation", "description", "entity", "human", "location", "numeric"}
+    assert data.report["rows_read"] == 15452
+    assert data.report["train_size"] + data.report["eval_size"] == 5381  # the file repeats most questions
+    assert any(t.startswith("How did serfdom develop") for t in data.train.texts + data.eval.texts)
+
+
+def test_trec_reader_names_a_bad_line(tmp_path) -> None:
+    from tunesmith.data.packaged import read_trec
+
+    bad = tmp_path / "q.txt"
+    bad.write_text("DESC:manner How did it go ?\nnot a labelled line\n", encoding="latin-1")
+    with pytest.raises(UserError, match=r"q.txt:2: expected 'COARSE:fine question'"):
+        read_trec(bad)

@@ -203,6 +203,7 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
     result = zero_shot(
         args.data, args.labels, descriptions=args.descriptions, template=args.template, model=args.model,
         text_col=args.text_col, label_col=args.label_col, temperature=args.temperature, console=err,
+        method=args.method, calibrate=args.calibrate,
     )  # fmt: skip
     target = Path(args.out) if args.out else default_zeroshot_file(args.data)
     atomic_write_json(
@@ -234,7 +235,23 @@ def args_zeroshot(p: argparse.ArgumentParser) -> None:
         default="This text is about {label}.",
         help="text embedded for labels without a description; '{label}' embeds the bare name [default: %(default)s]",
     )
-    p.add_argument("--model", metavar="NAME", help="sentence encoder: registry name, HF directory or hub id [default: minilm]")
+    p.add_argument(
+        "--method",
+        choices=("embedding", "llm"),
+        default="embedding",
+        help="embedding: similarity of text and label description; llm: each label's log-likelihood as an instruct LLM's answer",
+    )
+    p.add_argument(
+        "--model",
+        metavar="NAME",
+        help="registry name, HF directory or hub id [default: minilm for embedding, smollm2-135m for llm]",
+    )
+    p.add_argument(
+        "--no-calibrate",
+        dest="calibrate",
+        action="store_false",
+        help="llm: keep the model's own label bias (by default each label's score for a content-free text is subtracted)",
+    )
     p.add_argument(
         "--temperature", type=float, default=0.05, help="softmax temperature over cosine similarities for the probabilities [default: 0.05]"
     )

@@ -63,7 +63,15 @@ def flatten_prediction(rec: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 def print_metrics_table(metrics: dict[str, Any], title: str) -> None:
     """The task's headline metrics beside the baselines the run computed."""
-    if "per_head" in metrics:
+    if metrics.get("generative"):
+        from tunesmith.commands.generate import print_generation_table  # late: generate imports this module
+
+        print_generation_table(metrics, title)
+    elif "pairwise_accuracy" in metrics or "reward_accuracy" in metrics:
+        from tunesmith.commands.preference import print_preference_table  # late: preference imports this module
+
+        print_preference_table(metrics, title)
+    elif "per_head" in metrics:
         print_multitask_table(metrics, title)
     elif "per_target" in metrics:
         print_regression_table(metrics, title)

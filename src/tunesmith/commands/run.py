@@ -26,6 +26,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, config_overrides(args))
     run = train(config, console=err)
+    if run is None:  # another rank of a data-parallel run: rank 0 reports
+        return 0
     metrics = run.metrics
     print_metrics_table(metrics["eval"], title=f"eval metrics: {run.dir}")
     speed = metrics["training"]
@@ -69,6 +71,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
             table = Table("text", "labels (probability)", title=f"predictions of {run.dir}")
             for text, row in zip(shown, rows):
                 table.add_row(text, ", ".join(f"{lab} {row['probabilities'][lab]:.2f}" for lab in row["labels"]) or "-")
+        elif "generated" in rows[0]:
+            table = Table("prompt", "generated", title=f"replies of {run.dir}")
+            for text, row in zip(shown, rows):
+                table.add_row(text, row["generated"])
+        elif "reward" in rows[0]:
+            table = Table("text", "reward", title=f"rewards of {run.dir} (higher: preferred)")
+            for text, row in zip(shown, rows):
+                table.add_row(text, f"{row['reward']:.4f}")
         elif "mask_predictions" in rows[0]:
             table = Table("text", "top predictions per mask (probability)", title=f"predictions of {run.dir}")
             for text, row in zip(shown, rows):
@@ -124,18 +134,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tunesmith.training.rundir import atomic_write_json, write_jsonl
 
     run = Run.load(args.run)
-    metrics, predictions = run.evaluate(args.data, text_col=args.text_col, label_col=args.label_col)
-    target = Path(args.output) if args.output else run.dir / "eval" / Path(args.data).stem / "metrics.json"
-    atomic_write_json(target, {"data": args.data, **metrics})
+    options = {"limit": args.limit, "max_new_tokens": args.max_new_tokens}
+    metrics, predictions = run.evaluate(args.data, text_col=args.text_col, label_col=args.label_col, **options)
+    name = Path(args.data).stem if args.data else "eval-split"
+    target = Path(args.output) if args.output else run.dir / "eval" / name / "metrics.json"
+    atomic_write_json(target, {"data": args.data or "the run's eval split", **metrics})
     write_jsonl(target.with_name("predictions.jsonl"), predictions)
-    print_metrics_table(metrics, title=f"{run.dir} on {args.data}")
+    print_metrics_table(metrics, title=f"{run.dir} on {args.data or 'its eval split'}")
     out.print(f"wrote {target} and {target.with_name('predictions.jsonl')}")
     return 0
 
 
 def args_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory written by `tunesmith train`")
-    p.add_argument("--data", required=True, help="labelled file (or packaged dataset name) to evaluate on")
+    p.add_argument(
+        "--data", help="labelled file (or packaged dataset name) to evaluate on; generative runs (sft, clm) default to their own eval split"
+    )
+    p.add_argument("--limit", type=int, metavar="N", help="sft: eval prompts answered greedily for BLEU/chrF [default: the run's --eval-generate]")
+    p.add_argument("--max-new-tokens", type=int, metavar="N", help="sft: most tokens per generated reply [default: the run's]")
     p.add_argument("--text-col", help="text column (default: the run's, or detected)")
     p.add_argument("--label-col", help="label column (default: the run's, or detected)")
     p.add_argument("--output", metavar="FILE", help="metrics JSON to write [default: RUN/eval/<data name>/metrics.json]")

