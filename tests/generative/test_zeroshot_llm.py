@@ -39,8 +39,8 @@ def test_scores_are_the_answer_tokens_log_probability(tiny_llama):
 
 
 def test_calibration_subtracts_the_content_free_scores(tiny_llama):
-    raw, _ = llm_label_scores(["the cat", "the dog"], ["cat", "dog"], model=str(tiny_llama), calibrate=False)
-    calibrated, info = llm_label_scores(["the cat", "the dog"], ["cat", "dog"], model=str(tiny_llama))
+    raw, _ = llm_label_scores(["the cat", "the dog"], ["cat", "dog"], model=str(tiny_llama), calibrate=False, precision="fp32")
+    calibrated, info = llm_label_scores(["the cat", "the dog"], ["cat", "dog"], model=str(tiny_llama), precision="fp32")
     bias = np.array([info["content_free_bias"]["cat"], info["content_free_bias"]["dog"]])
     np.testing.assert_allclose(calibrated, raw - bias, atol=1e-6)
 

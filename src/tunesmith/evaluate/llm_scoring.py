@@ -31,18 +31,28 @@ def build_prefixes(tokenizer, texts: Sequence[str], labels: Sequence[str], quest
     listed = ", ".join(labels)
     asks = [question.format(labels=listed, text=text) for text in texts]
     if getattr(tokenizer, "chat_template", None):
-        return [tokenizer.apply_chat_template([{"role": "user", "content": ask}], tokenize=False, add_generation_prompt=True) for ask in asks]
+        return [
+            tokenizer.apply_chat_template([{"role": "user", "content": ask}], tokenize=False, add_generation_prompt=True) for ask in asks
+        ]
     return [f"{ask}\nAnswer: " for ask in asks]
 
 
 def answer_log_likelihoods(
-    model, tokenizer, prefixes: Sequence[str], answers: Sequence[str], *, batch_size: int = 16, max_length: int = 512
+    model,
+    tokenizer,
+    prefixes: Sequence[str],
+    answers: Sequence[str],
+    *,
+    batch_size: int = 16,
+    max_length: int = 512,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """``[len(prefixes), len(answers)]``: the summed log-probability of each answer's tokens after each prefix.
 
     Prefix and answer are tokenized apart and joined, so the answer's tokens are the same after every
     prefix; a prefix too long for ``max_length`` loses its start (the question's end and the text's
-    end stay).
+    end stay). ``precision="bf16"`` runs the model under bf16 autocast (about 3x faster on a CPU
+    with AVX512-BF16; scores then differ in the third decimal).
     """
     import torch
 
@@ -67,7 +77,9 @@ def answer_log_likelihoods(
             for k, (_, _, ids, _) in enumerate(batch):
                 input_ids[k, : len(ids)] = torch.tensor(ids)
                 attention[k, : len(ids)] = 1
-            log_probs = torch.log_softmax(model(input_ids=input_ids, attention_mask=attention).logits.float(), dim=-1)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                logits = model(input_ids=input_ids, attention_mask=attention).logits
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
             for k, (i, j, ids, begin) in enumerate(batch):
                 targets = torch.tensor(ids[begin:])
                 # the token at position t is predicted by the logits at t - 1
@@ -84,6 +96,7 @@ def llm_label_scores(
     calibrate: bool = True,
     batch_size: int = 16,
     max_length: int = 512,
+    precision: str = "auto",
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Log-likelihood scores ``[n, k]`` of ``labels`` as the answer for each text (calibrated unless told not to).
 
@@ -106,12 +119,16 @@ def llm_label_scores(
         lm = transformers.AutoModelForCausalLM.from_pretrained(ref)
     except (OSError, ValueError, KeyError) as exc:
         raise load_failure(model, exc) from None
+    from tunesmith.training.hardware import resolve_precision
+
+    precision = "bf16" if resolve_precision(precision) == "bf16" else "fp32"
     prefixes = build_prefixes(tokenizer, texts, labels, question)
-    scores = answer_log_likelihoods(lm, tokenizer, prefixes, labels, batch_size=batch_size, max_length=max_length)
-    info: dict[str, Any] = {"model": model, "question": question, "calibrated": calibrate}
+    kwargs = {"batch_size": batch_size, "max_length": max_length, "precision": precision}
+    scores = answer_log_likelihoods(lm, tokenizer, prefixes, labels, **kwargs)
+    info: dict[str, Any] = {"model": model, "question": question, "calibrated": calibrate, "precision": precision}
     if calibrate:
         neutral = build_prefixes(tokenizer, [CONTENT_FREE], labels, question)
-        bias = answer_log_likelihoods(lm, tokenizer, neutral, labels, batch_size=batch_size, max_length=max_length)[0]
+        bias = answer_log_likelihoods(lm, tokenizer, neutral, labels, **kwargs)[0]
         scores = scores - bias
         info["content_free_bias"] = {label: float(b) for label, b in zip(labels, bias, strict=True)}
     return scores, info
