@@ -73,6 +73,30 @@ def test_packed_examples_do_not_attend_across_boundaries(tiny_llama):
         assert all(labels[s] == IGNORE for s in starts)
 
 
+def test_loss_projects_only_labelled_positions_and_equals_the_models_own(tiny_llama):
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.tasks.causal import make_labelled_token_loss
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    features = [
+        {"input_ids": [5, 8, 9, 12, 13], "labels": [IGNORE, IGNORE, IGNORE, 12, 13]},
+        {"input_ids": [14, 15, 16, 17], "labels": [IGNORE, 15, IGNORE, 17]},
+        {"input_ids": [20, 21, 22], "labels": [IGNORE, IGNORE, 22]},
+    ]
+    packed = pack(features, max_length=8, seed=0)
+    selected = CausalCollator(pad_token_id=0, select_logits=True)(packed)
+    full = CausalCollator(pad_token_id=0)(packed)
+    with torch.no_grad():
+        outputs = model(**{k: v for k, v in selected.items() if k != "labels"})
+        assert outputs.logits.shape[1] == 1  # no vocabulary-wide logits for every position
+        ours = make_labelled_token_loss(SimpleNamespace(output_layer=model.get_output_embeddings()))(outputs, selected["labels"])
+        reference = model(**full).loss
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-5)
+
+
 @pytest.mark.parametrize(
     ("row", "expected"),
     [

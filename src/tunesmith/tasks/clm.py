@@ -17,7 +17,16 @@ from typing import Any
 from tunesmith.config import RunConfig
 from tunesmith.data.unlabelled import RawTexts, load_unlabelled, prepare_unlabelled
 from tunesmith.tasks.base import Encoded, EncodedDataset, Task
-from tunesmith.tasks.causal import before_after, load_causal_lm, make_collator, notice, pack, score_on_device, score_tokens
+from tunesmith.tasks.causal import (
+    before_after,
+    load_causal_lm,
+    make_collator,
+    make_labelled_token_loss,
+    notice,
+    pack,
+    score_on_device,
+    score_tokens,
+)
 
 
 @dataclass
@@ -30,6 +39,7 @@ class ClmData:
     eval_features: list[dict[str, list[int]]] | None = None
     eval_split: int = 0
     before: dict[str, Any] | None = None
+    output_layer: Any = None  # the model's vocabulary projection, for the labelled-token loss
 
 
 def prepare(config: RunConfig) -> ClmData:
@@ -58,6 +68,7 @@ def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> tuple[li
 def build_model(config: RunConfig, data: ClmData):
     """The causal LM; also tokenizes the eval texts and scores the untrained model on them ("before")."""
     tokenizer, model = load_causal_lm(config, "clm")
+    data.output_layer = model.get_output_embeddings()
     data.eval_features, data.eval_split = tokenize_texts(tokenizer, data.eval.texts, config.data.max_length)
     notice(f"scoring the untrained model (before): perplexity on {len(data.eval):,} eval texts")
     data.before = score_on_device(model, data.eval_features, config, tokenizer.pad_token_id)
@@ -135,7 +146,7 @@ TASK = Task(
     prepare=prepare,
     build_model=build_model,
     encode=encode,
-    make_loss=lambda config, data: None,
+    make_loss=lambda config, data: make_labelled_token_loss(data),
     make_compute_metrics=lambda data: None,
     evaluate=evaluate,
     load_predictor=ClmPredictor,

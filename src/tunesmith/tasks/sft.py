@@ -15,7 +15,7 @@ sample of eval prompts (``--eval-generate``), all before and after training.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,17 @@ from tunesmith.config import RunConfig
 from tunesmith.data.chat import ChatData, Message, ensure_chat_template, load_chat, prepare_chat, prompt_and_reference, resolve_template
 from tunesmith.errors import UserError
 from tunesmith.tasks.base import Encoded, EncodedDataset, Task
-from tunesmith.tasks.causal import IGNORE, before_after, load_causal_lm, make_collator, notice, pack, score_on_device, score_tokens
+from tunesmith.tasks.causal import (
+    IGNORE,
+    before_after,
+    load_causal_lm,
+    make_collator,
+    make_labelled_token_loss,
+    notice,
+    pack,
+    score_on_device,
+    score_tokens,
+)
 
 _SHOWN = 5
 
@@ -39,6 +49,7 @@ class SftData:
     eval_features: list[dict[str, list[int]]] | None = None
     eval_truncated: int = 0
     before: dict[str, Any] | None = None
+    output_layer: Any = None  # the model's vocabulary projection, for the labelled-token loss
     generated_before: list[str] = field(default_factory=list)
 
 
@@ -159,6 +170,7 @@ def build_model(config: RunConfig, data: SftData):
     from tunesmith.training.hardware import resolve_precision
 
     tokenizer, model = load_causal_lm(config, "sft")
+    data.output_layer = model.get_output_embeddings()
     ensure_chat_template(tokenizer, config.data.template, config.model.model)
     data.eval_features, data.eval_truncated = encode_conversations(tokenizer, data.eval, config.data.max_length)
     sample = generation_sample(data, config)
@@ -195,9 +207,9 @@ def encode(tokenizer, data: SftData, config: RunConfig) -> Encoded:
     return Encoded(EncodedDataset(features), EncodedDataset(data.eval_features), {"train": truncated, "eval": data.eval_truncated})
 
 
-def make_loss(config: RunConfig, data: SftData) -> None:
-    """The model's own loss: next-token cross-entropy over the labelled (reply) tokens."""
-    return None
+def make_loss(config: RunConfig, data: SftData) -> Callable:
+    """Next-token cross-entropy over the reply tokens, the vocabulary projected at those positions only."""
+    return make_labelled_token_loss(data)
 
 
 def make_compute_metrics(data: SftData) -> None:
