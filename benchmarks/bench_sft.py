@@ -128,6 +128,7 @@ def run_arm(arm: str, steps: int, warmup: int, threads: int) -> dict[str, Any]:
     from tunesmith.models import resolve_model
     from tunesmith.tasks.base import EncodedDataset
     from tunesmith.tasks.causal import CausalCollator, make_labelled_token_loss, pack
+    from tunesmith.tasks.sft import TASK as SFT_TASK
     from tunesmith.training import hardware, methods
     from tunesmith.training.runner import quiet_transformers
 
@@ -153,7 +154,9 @@ def run_arm(arm: str, steps: int, warmup: int, threads: int) -> dict[str, Any]:
     selected = arm.startswith("pack") and not arm.endswith("alllogits")
     loss = make_labelled_token_loss(SimpleNamespace(output_layer=model.get_output_embeddings())) if selected else None
     base_prefix = model.base_model_prefix
-    model = methods.apply_method(model, ModelConfig(method="lora" if lora else "full"), "CAUSAL_LM")
+    # LoRA as `tunesmith train --task sft` sets it up (its defaults: rank 8, alpha 16, no adapter dropout)
+    lora_dropout = SFT_TASK.config_defaults.get("lora_dropout", ModelConfig().lora_dropout)
+    model = methods.apply_method(model, ModelConfig(method="lora" if lora else "full", lora_dropout=lora_dropout), "CAUSAL_LM")
     training = TrainingConfig(lr=2e-4 if lora else 2e-5, seed=SEED)
     rss_loaded = current_rss_mib()
     clock = StepClock()
