@@ -99,6 +99,11 @@ class ModelConfig(_Section):
     attention: Literal["auto", "eager", "sdpa"] = Field(
         "auto", description="attention kernel while training: auto picks eager for encoders on the CPU (measured faster at short lengths)"
     )
+    pooled_last_layer: bool | Literal["auto"] = Field(
+        "auto",
+        description="compute the last encoder layer only for the first token, the one a BERT-style classification head reads "
+        "(exact: the same logits, about a seventh less compute with 6 layers); auto: on wherever the model allows it",
+    )
 
 
 class TrainingConfig(_Section):
@@ -131,6 +136,11 @@ class TrainingConfig(_Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 autocast where the CPU/GPU supports it, else fp32"
     )
+    fast_dropout: bool = Field(
+        True,
+        description="on the CPU, draw dropout masks from 16-bit random numbers instead of PyTorch's bernoulli "
+        "(the same keep probability to 1/65536, about 3x cheaper; measured 9 percent of a MiniLM step)",
+    )
     group_by_length: bool = Field(True, description="batch texts of similar length together (less padding, much faster)")
     baseline: bool = Field(True, description="also fit TF-IDF + linear SVM on the same split and report it beside the model (seconds)")
     doctor: bool = Field(True, description="classify: run `tunesmith doctor` on the data first and keep its findings in doctor.json")
@@ -162,7 +172,9 @@ class TrainingConfig(_Section):
         True, description="sft/clm: pack whole examples into max-length sequences (no attention across examples) instead of padding each"
     )
     eval_generate: int = Field(
-        100, ge=0, description="sft, seq2seq: eval prompts answered greedily for BLEU/chrF, before and after training (a seeded sample; 0 skips)"
+        100,
+        ge=0,
+        description="sft, seq2seq: eval prompts answered greedily for BLEU/chrF, before and after training (a seeded sample; 0 skips)",
     )
     max_new_tokens: int = Field(64, ge=1, description="sft, seq2seq, dpo: most tokens generated per eval reply (and per `predict` reply)")
     seed: int = Field(42, description="seed for splits, initialisation and data order")

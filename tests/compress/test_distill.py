@@ -34,6 +34,7 @@ def teacher(tmp_path_factory):
         lr=1e-2,
         max_length=32,
         doctor=False,
+        freeze_embeddings=False,  # a random model must learn its embeddings: frozen, most seeds stay at the majority class
         **FAST,
         out=str(root / "teacher"),
     )
@@ -96,7 +97,8 @@ def test_the_student_learns_from_the_teacher_not_only_the_labels(teacher, tmp_pa
     """
     bad = _invert_teacher(teacher.dir, tmp_path)
     assert tunesmith.load(bad).predict(["free cash prize now"])[0]["label"] == "ham"
-    settings = {"epochs": 3, "lr": 1e-2, "threads": 1, "report": False}
+    # 6 epochs: with 3, one seed in five left the gold-label student stuck at the majority class
+    settings = {"epochs": 6, "lr": 1e-2, "threads": 1, "report": False}
     soft = tunesmith.distill(bad, out=tmp_path / "soft", alpha=1.0, temperature=1.0, **settings)
     hard = tunesmith.distill(bad, out=tmp_path / "hard", alpha=0.0, temperature=1.0, **settings)
     # the last evaluation, not the kept model: the best checkpoint is chosen on the gold labels

@@ -21,7 +21,7 @@ from rich.console import Console
 from tunesmith.config import RunConfig, build_config, dump_config, load_config
 from tunesmith.errors import UserError
 from tunesmith.tasks import task_for
-from tunesmith.training import distributed, hardware, interrupt, methods, provenance, resume
+from tunesmith.training import distributed, dropout, hardware, interrupt, methods, pooled, provenance, resume
 from tunesmith.training.rundir import (
     CHECKPOINTS,
     MODEL,
@@ -171,6 +171,7 @@ def train(
     encoded = task.encode(tokenizer, data, config)
     base_prefix = model.base_model_prefix
     model = methods.apply_method(model, config.model, task.peft_task_type)
+    first_token_only = pooled.applies(model, config.model.pooled_last_layer)
 
     # Everything the user could get wrong is checked by now: only now is the run directory created.
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -232,7 +233,7 @@ def train(
     resume_command = resume_command or f"tunesmith train --out {shlex.quote(str(run_dir))} --resume"
     started = time.perf_counter()
     try:
-        with stop.handling_signals():
+        with stop.handling_signals(), pooled.pooled_last_layer(model, first_token_only), dropout.fast_dropout(model, t.fast_dropout):
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except KeyboardInterrupt:
         console.print(f"\n[yellow]aborted without a checkpoint.[/] Resume from the last one with: {resume_command}", highlight=False)
@@ -260,7 +261,8 @@ def train(
         )
 
     eval_started = time.perf_counter()
-    metrics, predictions = task.evaluate(final_model, tokenizer, data, config, precision)
+    with pooled.pooled_last_layer(final_model, first_token_only):
+        metrics, predictions = task.evaluate(final_model, tokenizer, data, config, precision)
     eval_seconds = time.perf_counter() - eval_started
     if not main:
         return None
@@ -372,5 +374,7 @@ def _print_data_summary(console: Console, report: dict[str, Any]) -> None:
     packing = report.get("packing")
     if packing:  # sft/clm: the Trainer's "examples" are then packed sequences
         examples = packing.get("examples", packing.get("pieces"))
-        parts.append(f"{examples:,} training examples packed into {packing['sequences']:,} sequences of {report['max_length']} tokens ({packing['fill']:.0%} full)")
+        parts.append(
+            f"{examples:,} training examples packed into {packing['sequences']:,} sequences of {report['max_length']} tokens ({packing['fill']:.0%} full)"
+        )
     console.print("data: " + "; ".join(parts))
