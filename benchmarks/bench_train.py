@@ -298,12 +298,10 @@ def run_tunesmith_arm(
 
     ref = resolve_model(MODEL)
     counter = TokenCounter(AutoConfig.from_pretrained(ref).vocab_size, AutoTokenizer.from_pretrained(ref).pad_token_id)
-    # The full run uses tunesmith's own default data path (sms_spam, same seed, same split);
-    # a smoke test has to hand it the cut split as files.
-    config: dict[str, Any] = {"data": {"train": dataset}}
-    if limit:
-        train_file, eval_file = write_split_files(data, workdir)
-        config = {"data": {"train": train_file, "eval": eval_file}}
+    # The split is handed over as files: tunesmith would otherwise hold out its own split, seeded by
+    # the training seed, and each seed would be scored on other texts than the other arms'.
+    train_file, eval_file = write_split_files(data, workdir)
+    config: dict[str, Any] = {"data": {"train": train_file, "eval": eval_file}}
     run = tunesmith.train(
         config,
         epochs=epochs,

@@ -150,7 +150,9 @@ def args_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data", help="labelled file (or packaged dataset name) to evaluate on; generative runs (sft, clm) default to their own eval split"
     )
-    p.add_argument("--limit", type=int, metavar="N", help="sft: eval prompts answered greedily for BLEU/chrF [default: the run's --eval-generate]")
+    p.add_argument(
+        "--limit", type=int, metavar="N", help="sft: eval prompts answered greedily for BLEU/chrF [default: the run's --eval-generate]"
+    )
     p.add_argument("--max-new-tokens", type=int, metavar="N", help="sft: most tokens per generated reply [default: the run's]")
     p.add_argument("--text-col", help="text column (default: the run's, or detected)")
     p.add_argument("--label-col", help="label column (default: the run's, or detected)")
