@@ -10,10 +10,41 @@ from typing import Any
 import numpy as np
 import torch
 
-from tunesmith.preference.data import CHOSEN, REJECTED, PairFeatures
+from tunesmith.preference.data import CHOSEN, REJECTED, PairFeatures, PreparedPreferences, tokenize_both
 
 # logits of one batch at most this many floats (about 256 MiB in fp32): a 49k-token vocabulary at 128 tokens is ~10 sequences
 _LOGIT_BUDGET = 1 << 26
+
+
+# `tunesmith train --task reward|dpo` runs as it is: a chat LLM, LoRA, the packaged translation pairs' demo preferences
+TASK_DEFAULTS: dict[str, Any] = {
+    "model": "smollm2-135m",
+    "train": "hsk_zh_en",
+    "method": "lora",
+    "lr": 1e-4,
+    "epochs": 1.0,
+    "eval_fraction": 0.1,
+    "batch_size": 8,
+    "eval_batch_size": 16,
+    "max_length": 128,
+}
+
+
+def encode_pairs(tokenizer, data: PreparedPreferences, max_length: int, row):
+    """Both splits as the runner's ``Encoded``, one ``row(PairFeatures)`` dict per pair.
+
+    The pairs are tokenized here unless ``build_model`` already did (it scores the eval pairs before
+    training); a prompt too long anywhere raises UserError.
+    """
+    from tunesmith.tasks.base import Encoded, EncodedDataset
+
+    if data.eval_features is None:
+        tokenize_both(tokenizer, data, max_length)
+
+    def rows(features):
+        return EncodedDataset([row(f) for f in features])
+
+    return Encoded(rows(data.train_features), rows(data.eval_features), {"train": data.train_truncated, "eval": data.eval_truncated})
 
 
 def trl_arguments(args, config_class, **settings: Any):

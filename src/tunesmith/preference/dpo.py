@@ -28,6 +28,7 @@ import torch
 
 from tunesmith.config import RunConfig
 from tunesmith.preference.common import (
+    encode_pairs,
     ensure_pad_token,
     on_training_device,
     pad_id,
@@ -128,16 +129,12 @@ def build_model(config: RunConfig, data: PreparedPreferences):
 
 def encode(tokenizer, data: PreparedPreferences, config: RunConfig) -> Encoded:
     """Check and tokenize the training pairs as TRL will (raises UserError on a prompt too long); TRL tokenizes them again itself."""
-    from tunesmith.tasks.base import Encoded, EncodedDataset
-
-    if data.eval_features is None:
-        tokenize_both(tokenizer, data, config.data.max_length)
-    features, truncated = data.train_features, data.train_truncated
-
-    def rows(feats):
-        return EncodedDataset([{"prompt_ids": f.prompt_ids, "chosen_ids": f.chosen_ids, "rejected_ids": f.rejected_ids} for f in feats])
-
-    return Encoded(rows(features), rows(data.eval_features), {"train": truncated, "eval": data.eval_truncated})
+    return encode_pairs(
+        tokenizer,
+        data,
+        config.data.max_length,
+        lambda f: {"prompt_ids": f.prompt_ids, "chosen_ids": f.chosen_ids, "rejected_ids": f.rejected_ids},
+    )
 
 
 def _trl_dataset(pairs, chat: bool):

@@ -18,6 +18,7 @@ import torch
 
 from tunesmith.config import RunConfig
 from tunesmith.preference.common import (
+    encode_pairs,
     ensure_pad_token,
     on_training_device,
     pad_id,
@@ -97,16 +98,9 @@ def build_model(config: RunConfig, data: PreparedPreferences):
 
 def encode(tokenizer, data: PreparedPreferences, config: RunConfig) -> Encoded:
     """Tokenize the training pairs (the eval pairs were tokenized in ``build_model``); raises UserError on a prompt too long."""
-    from tunesmith.tasks.base import Encoded, EncodedDataset
-
-    if data.eval_features is None:
-        tokenize_both(tokenizer, data, config.data.max_length)
-    features, truncated = data.train_features, data.train_truncated
-
-    def rows(feats):
-        return EncodedDataset([{"chosen_ids": f.full("chosen"), "rejected_ids": f.full("rejected")} for f in feats])
-
-    return Encoded(rows(features), rows(data.eval_features), {"train": truncated, "eval": data.eval_truncated})
+    return encode_pairs(
+        tokenizer, data, config.data.max_length, lambda f: {"chosen_ids": f.full("chosen"), "rejected_ids": f.full("rejected")}
+    )
 
 
 def make_trainer(kwargs: dict[str, Any], config: RunConfig, data: PreparedPreferences):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tunesmith.preference import reward
+from tunesmith.preference.common import TASK_DEFAULTS
 from tunesmith.tasks.base import Task
 
 TASK = Task(
@@ -19,16 +20,5 @@ TASK = Task(
     load_predictor=reward.RewardPredictor,
     peft_task_type="SEQ_CLS",
     make_trainer=reward.make_trainer,
-    # a chat LLM on the packaged translation pairs' demo preferences, LoRA: `tunesmith train --task reward` runs as it is
-    config_defaults={
-        "model": "smollm2-135m",
-        "train": "hsk_zh_en",
-        "method": "lora",
-        "lr": 1e-4,
-        "epochs": 1.0,
-        "eval_fraction": 0.1,
-        "batch_size": 8,
-        "eval_batch_size": 16,
-        "max_length": 128,
-    },
+    config_defaults=TASK_DEFAULTS,
 )
