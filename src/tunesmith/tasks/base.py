@@ -107,6 +107,27 @@ class Task:
         return next(iter(self.metrics))
 
 
+def predicted_tokens(model) -> Callable:
+    """A Trainer ``preprocess_logits_for_metrics`` keeping each position's predicted token, not the
+    vocabulary-wide logits (gigabytes over an eval set). ``model`` is unused: the Task hook's signature."""
+
+    def preprocess(logits, labels):
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        return logits.argmax(dim=-1)
+
+    return preprocess
+
+
+def labelled_token_accuracy(pred) -> float:
+    """Share of the labelled positions (label != -100) whose predicted token (see :func:`predicted_tokens`) is the label."""
+    import numpy as np
+
+    predicted = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+    labels = np.asarray(pred.label_ids)
+    picked = labels != -100
+    return float((np.asarray(predicted)[picked] == labels[picked]).mean()) if picked.any() else 0.0
+
+
 def encode_texts(tokenizer, texts: Sequence[str], max_length: int) -> tuple[list[dict[str, Any]], int]:
     """Tokenize without padding, truncating to ``max_length``; returns features and how many were cut.
 

@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from tunesmith.config import RunConfig, TrainingConfig
 from tunesmith.data.unlabelled import RawTexts, load_unlabelled, prepare_unlabelled
 from tunesmith.errors import UserError
-from tunesmith.tasks.base import Encoded, EncodedDataset, Task, load_pretrained, load_trained
+from tunesmith.tasks.base import Encoded, EncodedDataset, Task, labelled_token_accuracy, load_pretrained, load_trained, predicted_tokens
 from tunesmith.tasks.inference import autocast_context, length_sorted_batches
 
 TOP_K = 5
@@ -219,26 +218,9 @@ def make_loss(config: RunConfig, data: MlmData) -> None:
     return None
 
 
-def make_preprocess_logits(model) -> Callable:
-    """Keep only each position's predicted token, not the vocabulary-wide logits (gigabytes over an eval set)."""
-
-    def preprocess(logits, labels):
-        logits = logits[0] if isinstance(logits, tuple) else logits
-        return logits.argmax(dim=-1)
-
-    return preprocess
-
-
 def make_compute_metrics(data: MlmData) -> Callable:
     """Masked-token accuracy against ``label_ids`` (the Trainer adds ``eval_loss`` itself)."""
-
-    def compute(pred) -> dict[str, float]:
-        predicted = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-        labels = np.asarray(pred.label_ids)
-        picked = labels != -100
-        return {"masked_accuracy": float((np.asarray(predicted)[picked] == labels[picked]).mean()) if picked.any() else 0.0}
-
-    return compute
+    return lambda pred: {"masked_accuracy": labelled_token_accuracy(pred)}
 
 
 def masking_settings(training: TrainingConfig) -> dict[str, Any]:
@@ -362,5 +344,5 @@ TASK = Task(
     load_predictor=MlmPredictor,
     peft_task_type="FEATURE_EXTRACTION",
     make_collator=_collator,
-    make_preprocess_logits=make_preprocess_logits,
+    make_preprocess_logits=predicted_tokens,
 )

@@ -19,12 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tunesmith.config import RunConfig
 from tunesmith.data.loading import _more_lines, _snippet, read_table
 from tunesmith.errors import UserError
-from tunesmith.tasks.base import Encoded, EncodedDataset, Task, load_pretrained
+from tunesmith.tasks.base import Encoded, EncodedDataset, Task, labelled_token_accuracy, load_pretrained, predicted_tokens
 
 # (source, target) column names tried in this order, ignoring case, when the columns are not given
 COLUMN_PAIRS: tuple[tuple[str, str], ...] = (
@@ -284,26 +282,9 @@ def make_loss(config: RunConfig, data: Seq2SeqData) -> None:
     return None
 
 
-def make_preprocess_logits(model) -> Callable:
-    """Keep each position's predicted token only (the vocabulary-wide logits of a whole eval set would not fit)."""
-
-    def preprocess(logits, labels):
-        logits = logits[0] if isinstance(logits, tuple) else logits
-        return logits.argmax(dim=-1)
-
-    return preprocess
-
-
 def make_compute_metrics(data: Seq2SeqData) -> Callable:
     """Teacher-forced token accuracy on the targets, against ``label_ids`` (the Trainer adds ``eval_loss``)."""
-
-    def compute(pred) -> dict[str, float]:
-        predicted = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-        labels = np.asarray(pred.label_ids)
-        picked = labels != -100
-        return {"token_accuracy": float((np.asarray(predicted)[picked] == labels[picked]).mean()) if picked.any() else 0.0}
-
-    return compute
+    return lambda pred: {"token_accuracy": labelled_token_accuracy(pred)}
 
 
 def evaluate(model, tokenizer, data: Seq2SeqData, config: RunConfig, precision: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -375,6 +356,6 @@ TASK = Task(
     load_predictor=Seq2SeqPredictor,
     peft_task_type="SEQ_2_SEQ_LM",
     make_collator=make_collator,
-    make_preprocess_logits=make_preprocess_logits,
+    make_preprocess_logits=predicted_tokens,
     config_defaults={"train": "hsk_zh_en"},
 )
