@@ -287,9 +287,7 @@ def write_split_files(data, folder: Path) -> tuple[str, str]:
     return paths[0], paths[1]
 
 
-def run_tunesmith_arm(
-    data, *, epochs: float, threads: int, limit: int | None, workdir: Path, seed: int, dataset: str, sets: dict[str, str]
-) -> dict[str, Any]:
+def run_tunesmith_arm(data, *, epochs: float, threads: int, workdir: Path, seed: int, sets: dict[str, str]) -> dict[str, Any]:
     """``tunesmith.train`` with its defaults and ``sets`` (it evaluates every epoch; its throughput excludes that)."""
     from transformers import AutoConfig, AutoTokenizer
 
@@ -356,9 +354,7 @@ def run_arm(
     with tempfile.TemporaryDirectory(prefix=f"bench-{arm}-") as tmp:
         workdir = Path(tmp)
         if arm == "tunesmith":
-            result = run_tunesmith_arm(
-                data, epochs=epochs, threads=threads, limit=limit, workdir=workdir, seed=seed, dataset=dataset, sets=sets
-            )
+            result = run_tunesmith_arm(data, epochs=epochs, threads=threads, workdir=workdir, seed=seed, sets=sets)
         else:
             result = run_trainer_arm(data, best=arm == "trainer_best", epochs=epochs, workdir=workdir, seed=seed)
     majority = max(set(data.train.labels), key=data.train.labels.count)
