@@ -15,12 +15,11 @@ each record's text into the user turn and its label into the assistant's reply.
 from __future__ import annotations
 
 import json
-import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunesmith.data.unlabelled import random_holdout
 from tunesmith.errors import UserError
 
 ROLES = ("system", "user", "assistant")
@@ -247,15 +246,7 @@ def prepare_chat(data, seed: int) -> PreparedChat:
         "duplicates_removed": removed if data.dedupe else 0,
     }
     if data.eval is None:
-        n_eval = math.ceil(data.eval_fraction * len(train))
-        if len(train) - n_eval < 1:
-            raise UserError(
-                f"{train.source}: a {data.eval_fraction * 100:g}% eval split of {len(train)} example(s) leaves none for training; "
-                "add examples, lower --eval-fraction, or give an eval file with --eval FILE"
-            )
-        held = set(random.Random(seed).sample(range(len(train)), n_eval))
-        evaluation = train.subset(sorted(held))
-        train = train.subset([i for i in range(len(train)) if i not in held])
+        train, evaluation = random_holdout(train, data.eval_fraction, seed, noun="example")
         report["split"] = f"random holdout {data.eval_fraction * 100:g}%, seed {seed}"
     else:
         evaluation = load_chat(data.eval, encoding=data.encoding)

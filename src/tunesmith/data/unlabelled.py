@@ -12,7 +12,7 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tunesmith.config import DataConfig
 from tunesmith.data.loading import Table, _decode, read_table
@@ -135,8 +135,12 @@ def dedupe_texts(data: RawTexts) -> tuple[RawTexts, int]:
     return data.subset(keep), len(data) - len(keep)
 
 
-def random_holdout(data: RawTexts, fraction: float, seed: int) -> tuple[RawTexts, RawTexts]:
-    """A seeded random split (``ceil(fraction * n)`` held out), each side kept in file order.
+T = TypeVar("T")
+
+
+def random_holdout(data: T, fraction: float, seed: int, noun: str = "text") -> tuple[T, T]:
+    """A seeded random split (``ceil(fraction * n)`` held out) of anything with ``source``, ``len`` and
+    ``subset(indices)``; each side kept in file order. ``noun`` names one item in the error message.
 
     Raises:
         UserError: when either side would be empty.
@@ -145,8 +149,8 @@ def random_holdout(data: RawTexts, fraction: float, seed: int) -> tuple[RawTexts
     n_eval = math.ceil(fraction * total)
     if total - n_eval < 1:
         raise UserError(
-            f"{data.source}: a {fraction * 100:g}% eval split of {total} text{'s' if total != 1 else ''} leaves no training text; "
-            "add texts, lower --eval-fraction, or give an eval file with --eval FILE"
+            f"{data.source}: a {fraction * 100:g}% eval split of {total} {noun}{'s' if total != 1 else ''} leaves no training {noun}; "
+            f"add {noun}s, lower --eval-fraction, or give an eval file with --eval FILE"
         )
     held = set(random.Random(seed).sample(range(total), n_eval))
     train_idx = [i for i in range(total) if i not in held]

@@ -12,7 +12,6 @@ instruction dataset (``hsk_zh_en``: its prompt is the source, its reply the targ
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 
 from tunesmith.config import RunConfig
 from tunesmith.data.loading import _more_lines, _snippet, read_table
+from tunesmith.data.unlabelled import random_holdout
 from tunesmith.errors import UserError
 from tunesmith.tasks.base import Encoded, EncodedDataset, Task, labelled_token_accuracy, load_pretrained, predicted_tokens
 
@@ -162,15 +162,7 @@ def prepare(config: RunConfig) -> Seq2SeqData:
         "duplicates_removed": removed if d.dedupe else 0,
     }
     if d.eval is None:
-        n_eval = math.ceil(d.eval_fraction * len(train))
-        if len(train) - n_eval < 1:
-            raise UserError(
-                f"{train.source}: a {d.eval_fraction * 100:g}% eval split of {len(train)} pairs leaves no training pair; "
-                "add pairs, lower --eval-fraction, or give an eval file with --eval FILE"
-            )
-        held = set(random.Random(seed).sample(range(len(train)), n_eval))
-        evaluation = train.subset(sorted(held))
-        train = train.subset([i for i in range(len(train)) if i not in held])
+        train, evaluation = random_holdout(train, d.eval_fraction, seed, noun="pair")
         report["split"] = f"random holdout {d.eval_fraction * 100:g}%, seed {seed}"
     else:
         evaluation = load_text_pairs(d.eval, d.text_col, d.label_col, encoding=d.encoding)
