@@ -94,7 +94,8 @@ class ModelConfig(_Section):
     freeze_layers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         "auto",
         description="full: keep the lowest N transformer layers fixed, so backpropagation stops above them; "
-        "auto: 0 (see benchmarks/README.md for the measured trade-off)",
+        "auto: 1 for classify on models of 6 layers or more (a faster step at the same accuracy, measured in "
+        "benchmarks/README.md), else 0",
     )
     attention: Literal["auto", "eager", "sdpa"] = Field(
         "auto", description="attention kernel while training: auto picks eager for encoders on the CPU (measured faster at short lengths)"
@@ -116,7 +117,7 @@ class TrainingConfig(_Section):
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps (effective batch = batch_size x grad_accum)")
     lr: float = Field(5e-5, gt=0, le=1.0, description="peak learning rate of the encoder")
     head_lr: float | None = Field(
-        None, gt=0, le=1.0, description="learning rate of the new task head (and CRF); default: lr, but 1e-3 for ner"
+        None, gt=0, le=1.0, description="learning rate of the new task head (and CRF); default: lr, but 1e-3 for classify and ner"
     )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and LayerNorm)")
     warmup_ratio: float = Field(

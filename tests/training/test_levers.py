@@ -60,6 +60,42 @@ def test_frozen_weights_stay_identical_through_training(tmp_path, tiny_model, ti
     assert not torch.equal(before["bert.encoder.layer.1.output.dense.weight"], after["bert.encoder.layer.1.output.dense.weight"])
 
 
+@pytest.fixture(scope="module")
+def six_layer_model(tmp_path_factory):
+    from tests.conftest import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("six-layers"), num_layers=6)
+
+
+def test_auto_freezes_the_tasks_layers_only_on_deep_models(tiny_model, six_layer_model):
+    deep = apply_method(_classifier(six_layer_model), ModelConfig(), auto_freeze_layers=1)
+    assert _trainable(deep, "bert.encoder.layer.0.") == {False}
+    assert _trainable(deep, "bert.encoder.layer.1.") == {True}
+    # a shallow model keeps every layer; a number the user gives wins; trained embeddings leave nothing to freeze
+    assert freeze_lower(_classifier(tiny_model), ModelConfig(), auto_layers=1) == {"embeddings": 1, "layers": 0}
+    assert freeze_lower(_classifier(six_layer_model), ModelConfig(freeze_layers=0), auto_layers=1) == {"embeddings": 1, "layers": 0}
+    assert freeze_lower(_classifier(six_layer_model), ModelConfig(freeze_embeddings=False), auto_layers=1) == {
+        "embeddings": 0,
+        "layers": 0,
+    }
+    # tasks other than classify choose nothing: auto stays 0
+    assert freeze_lower(_classifier(six_layer_model), ModelConfig()) == {"embeddings": 1, "layers": 0}
+
+
+def test_classify_defaults_freeze_one_layer_and_train_the_head_faster(tmp_path, six_layer_model, tiny_args, spam_csv):
+    from tunesmith.config import TrainingConfig
+    from tunesmith.tasks import classify
+    from tunesmith.training.methods import build_optimizer
+
+    args = {k: v for k, v in tiny_args.items() if k != "freeze_embeddings"} | {"model": str(six_layer_model), "epochs": 1}
+    run = tunesmith.train({"data": {"train": str(spam_csv)}}, **args, out=str(tmp_path / "run"))
+    before, after = _classifier(six_layer_model).state_dict(), _classifier(run.dir / "model").state_dict()
+    assert torch.equal(before["bert.encoder.layer.0.output.dense.weight"], after["bert.encoder.layer.0.output.dense.weight"])
+    assert not torch.equal(before["bert.encoder.layer.1.output.dense.weight"], after["bert.encoder.layer.1.output.dense.weight"])
+    optimizer = build_optimizer(_classifier(six_layer_model), TrainingConfig(lr=5e-5), "bert", classify.TASK.default_head_lr)
+    assert sorted({group["lr"] for group in optimizer.param_groups}) == [5e-5, 1e-3]
+
+
 def test_tied_embeddings_stay_trainable_under_auto(tiny_model):
     from transformers import AutoModelForMaskedLM
 

@@ -78,6 +78,8 @@ class Task:
         make_collator: tokenizer -> batch collator (default: pad each batch to its longest text).
         make_preprocess_logits: model -> Trainer ``preprocess_logits_for_metrics`` (e.g. Viterbi decoding), or None.
         default_head_lr: the head's learning rate when ``training.head_lr`` is not set (None: the body's).
+        auto_freeze_layers: lowest transformer layers kept fixed under ``model.freeze_layers: auto`` in full
+            fine-tuning (models of 6 layers or more only; :func:`tunesmith.training.methods.freeze_lower`).
         make_trainer: (Trainer keyword arguments, config, prepared) -> the trainer to run instead of transformers'
             ``Trainer`` (TRL's preference trainers); None: ``Trainer(**kwargs)``.
         config_defaults: flat config key -> this task's default, used where the config does not set the key
@@ -99,6 +101,7 @@ class Task:
     make_collator: Callable[[Any], Callable] = padding_collator
     make_preprocess_logits: Callable[[Any], Callable] | None = None
     default_head_lr: float | None = None
+    auto_freeze_layers: int = 0
     make_trainer: Callable[[dict[str, Any], Any, Any], Any] | None = None
     config_defaults: dict[str, Any] = field(default_factory=dict)
 

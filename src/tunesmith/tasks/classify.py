@@ -244,4 +244,9 @@ TASK = Task(
     make_compute_metrics=make_compute_metrics,
     evaluate=evaluate,
     load_predictor=ClassifyPredictor,
+    # Measured together (benchmarks/README.md, issue 10): the lowest of MiniLM's 6 layers fixed makes a step
+    # about 1.14x faster, and a fresh head learning at 1e-3 instead of the body's 5e-5 wins the accuracy back
+    # after one epoch (SMS spam and TREC, 3 seeds each, within 0.2 points of every layer trained).
+    default_head_lr=1e-3,
+    auto_freeze_layers=1,
 )

@@ -23,18 +23,19 @@ def is_head_parameter(name: str, base_prefix: str) -> bool:
     return f".{base_prefix}." not in f".{name}"
 
 
-def apply_method(model: torch.nn.Module, cfg: ModelConfig, task_type: str = "SEQ_CLS") -> torch.nn.Module:
+def apply_method(model: torch.nn.Module, cfg: ModelConfig, task_type: str = "SEQ_CLS", auto_freeze_layers: int = 0) -> torch.nn.Module:
     """Make only the parameters the method trains require gradients; wrap with PEFT for LoRA.
 
     A task model that wraps a transformers model in ``.encoder`` (the NER CRF tagger) gets the
-    adapters on that encoder; its own layers (the CRF) stay fully trainable.
+    adapters on that encoder; its own layers (the CRF) stay fully trainable. ``auto_freeze_layers``
+    is the task's choice for ``model.freeze_layers: auto`` (see :func:`freeze_lower`).
     """
     if cfg.method == "freeze":
         for name, param in model.named_parameters():
             param.requires_grad = is_head_parameter(name, model.base_model_prefix)
         return model
     if cfg.method == "full":
-        freeze_lower(model.encoder if _is_wrapper(model) else model, cfg)
+        freeze_lower(model.encoder if _is_wrapper(model) else model, cfg, auto_freeze_layers)
         return model
     if cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
@@ -57,13 +58,19 @@ def apply_method(model: torch.nn.Module, cfg: ModelConfig, task_type: str = "SEQ
     return model
 
 
-def freeze_lower(model: torch.nn.Module, cfg: ModelConfig) -> dict[str, int]:
+AUTO_FREEZE_MIN_LAYERS = 6
+"""``freeze_layers: auto`` leaves shallower models whole: one layer of two is a large part of the model."""
+
+
+def freeze_lower(model: torch.nn.Module, cfg: ModelConfig, auto_layers: int = 0) -> dict[str, int]:
     """Fix the embedding block and the lowest ``cfg.freeze_layers`` layers of a fully fine-tuned model.
 
     No parameter below the lowest trainable layer needs a gradient, so backpropagation stops there:
     freezing the embeddings removes the largest matrix from the backward pass and the optimizer, and
     each frozen layer removes its share of the backward pass. ``auto`` freezes the embeddings of
-    encoders, unless the output layer shares their weights (masked language models).
+    encoders, unless the output layer shares their weights (masked language models), and
+    ``auto_layers`` layers (the task's choice) of models with at least :data:`AUTO_FREEZE_MIN_LAYERS`
+    layers whose embeddings are frozen; smaller models keep every layer.
 
     Returns:
         ``{"embeddings": 0|1, "layers": N}``: what was frozen.
@@ -80,6 +87,8 @@ def freeze_lower(model: torch.nn.Module, cfg: ModelConfig) -> dict[str, int]:
     embeddings = cfg.freeze_embeddings
     if embeddings == "auto":  # measured on encoders; a decoder's output layer often shares the embeddings
         embeddings = not _ties_embeddings(model) and not is_generative(model.config)
+    if cfg.freeze_layers == "auto" and embeddings and layers is not None and len(layers) >= AUTO_FREEZE_MIN_LAYERS:
+        n_layers = auto_layers
     if n_layers and not embeddings:
         raise UserError(
             "`model.freeze_layers` needs frozen embeddings (gradients would still flow through every layer); drop --freeze-embeddings false"

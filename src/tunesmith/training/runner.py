@@ -170,7 +170,7 @@ def train(
     tokenizer, model = task.build_model(config, data)
     encoded = task.encode(tokenizer, data, config)
     base_prefix = model.base_model_prefix
-    model = methods.apply_method(model, config.model, task.peft_task_type)
+    model = methods.apply_method(model, config.model, task.peft_task_type, task.auto_freeze_layers)
     first_token_only = pooled.applies(model, config.model.pooled_last_layer)
 
     # Everything the user could get wrong is checked by now: only now is the run directory created.
