@@ -9,7 +9,8 @@ are for, so the table says which lever can remove which share:
 
 - ``tuned``: the tuned Trainer's step (SDPA attention, every weight trained);
 - ``tunesmith``: tunesmith's defaults (eager attention, frozen embedding block, the last layer computed for the
-  pooled token only, the cheaper dropout mask; ``--freeze-layers`` lowest layers fixed, 0 by default).
+  pooled token only, the cheaper dropout mask; ``--freeze-layers`` lowest layers fixed: 1 by default, as classify
+  fixes MiniLM's lowest layer).
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=30, help="profiled steps per configuration (default 30)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument(
-        "--freeze-layers", type=int, default=0, help="tunesmith configuration: lowest layers kept fixed (default 0, tunesmith's default)"
+        "--freeze-layers", type=int, default=1, help="tunesmith configuration: lowest layers kept fixed (default 1, classify's default)"
     )
     args = parser.parse_args(argv)
     from rich.console import Console
