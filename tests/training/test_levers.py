@@ -14,7 +14,7 @@ import tunesmith
 from tunesmith.config import ModelConfig
 from tunesmith.errors import UserError
 from tunesmith.training.hardware import training_attention
-from tunesmith.training.methods import apply_method, freeze_lower, transformer_layers
+from tunesmith.training.methods import apply_method, describe_frozen, freeze_lower, transformer_layers
 
 
 def _classifier(tiny_model):
@@ -80,6 +80,10 @@ def test_auto_freezes_the_tasks_layers_only_on_deep_models(tiny_model, six_layer
     }
     # tasks other than classify choose nothing: auto stays 0
     assert freeze_lower(_classifier(six_layer_model), ModelConfig()) == {"embeddings": 1, "layers": 0}
+    # the run header says what stayed fixed
+    assert describe_frozen(deep) == "embeddings and lowest 1 of 6 layers fixed"
+    assert describe_frozen(apply_method(_classifier(tiny_model), ModelConfig())) == "embeddings fixed"
+    assert describe_frozen(_classifier(tiny_model)) == ""
 
 
 def test_classify_defaults_freeze_one_layer_and_train_the_head_faster(tmp_path, six_layer_model, tiny_args, spam_csv):

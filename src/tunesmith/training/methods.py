@@ -101,6 +101,22 @@ def freeze_lower(model: torch.nn.Module, cfg: ModelConfig, auto_layers: int = 0)
     return {"embeddings": int(bool(embeddings)), "layers": n_layers}
 
 
+def describe_frozen(model: torch.nn.Module) -> str:
+    """What :func:`freeze_lower` left fixed, for the run header: ``"embeddings and lowest 1 of 6 layers fixed"``, or ``""``."""
+    inner = model.encoder if _is_wrapper(model) else model
+    block = getattr(getattr(inner, "base_model", inner), "embeddings", None)
+    if not isinstance(block, torch.nn.Module):
+        block = inner.get_input_embeddings() if hasattr(inner, "get_input_embeddings") else None
+    parts = []
+    if block is not None and not any(p.requires_grad for p in block.parameters()):
+        parts.append("embeddings")
+    layers = transformer_layers(inner) or []
+    fixed = next((i for i, layer in enumerate(layers) if any(p.requires_grad for p in layer.parameters())), len(layers))
+    if fixed:
+        parts.append(f"lowest {fixed} of {len(layers)} layers")
+    return f"{' and '.join(parts)} fixed" if parts else ""
+
+
 def transformer_layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
     """The model's stack of transformer layers, lowest first: the list with ``num_hidden_layers`` entries."""
     count = getattr(getattr(model, "config", None), "num_hidden_layers", None)

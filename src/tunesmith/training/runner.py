@@ -226,9 +226,10 @@ def train(
 
     resume_from = resume.prepare_resume(run_dir, console, main_process=main) if config.resume else None
     params = methods.count_parameters(model)
+    frozen = methods.describe_frozen(model) if config.model.method == "full" else ""
     console.print(
-        f"training {config.model.model} ({config.model.method}, {params['trainable']:,} of {params['total']:,} parameters trainable) "
-        f"on {len(encoded.train):,} examples, precision {precision}, {threads} thread(s)"
+        f"training {config.model.model} ({config.model.method}, {params['trainable']:,} of {params['total']:,} parameters trainable"
+        f"{': ' + frozen if frozen else ''}) on {len(encoded.train):,} examples, precision {precision}, {threads} thread(s)"
     )
     resume_command = resume_command or f"tunesmith train --out {shlex.quote(str(run_dir))} --resume"
     started = time.perf_counter()
