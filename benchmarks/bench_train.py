@@ -422,6 +422,7 @@ def add_derived(results: list[dict[str, Any]], peaks: dict[str, float], non_embe
             r["ratio_vs_tuned"] = round(r["train_samples_per_second"] / base["train_samples_per_second"], 3)
         peak = peaks.get(r["precision"], peaks["fp32"]) * 1e9
         if r["step_seconds"]:
+            r["real_tokens_per_second"] = round(r["tokens"]["useful"] / r["step_seconds"], 1)
             for kind in ("padded", "useful"):
                 flops = 6 * non_embedding * r["tokens"][kind] / r["step_seconds"]
                 r[f"mfu_{kind}"] = round(flops / peak, 4)
@@ -482,18 +483,31 @@ def print_table(results: list[dict[str, Any]], info: dict[str, Any], summary, ve
         return "n/a" if value is None else format(value, fmt)
 
     table = Table(title=f"Training on {info['dataset']}, {MODEL}, {info['threads']} thread(s) on {info['cpu_model']}")
-    columns = ("arm", "seed", "precision", "train samples/s", "x plain", "x tuned", "step s", "wall s", "eval acc", "macro-F1")
+    columns = (
+        "arm",
+        "seed",
+        "precision",
+        "train samples/s",
+        "real tok/s",
+        "x plain",
+        "x tuned",
+        "step s",
+        "wall s",
+        "eval acc",
+        "macro-F1",
+    )
     for col in (*columns, "peak RSS MiB", "MFU all tok", "MFU useful tok"):
         table.add_column(col, justify="left" if col in ("arm", "precision") else "right")
     for r in results:
         if "error" in r:
-            table.add_row(r["arm"], str(r.get("seed", "")), f"[red]failed ({r['error']})[/]", *[""] * 10)
+            table.add_row(r["arm"], str(r.get("seed", "")), f"[red]failed ({r['error']})[/]", *[""] * 11)
             continue
         table.add_row(
             r["arm"],
             str(r["seed"]),
             r["precision"],
             num(r.get("train_samples_per_second"), ".1f"),
+            num(r.get("real_tokens_per_second"), ",.0f"),
             num(r.get("ratio_vs_plain"), ".2f"),
             num(r.get("ratio_vs_tuned"), ".2f"),
             num(r.get("step_seconds"), ".1f"),
@@ -516,7 +530,7 @@ def print_table(results: list[dict[str, Any]], info: dict[str, Any], summary, ve
     peaks = info["matmul_peak_gflops"]
     console.print(
         "train samples/s: examples / optimizer-step seconds (StepTimer; excludes data loading, evaluation, checkpoints). "
-        "x tuned: against the tuned Trainer (trainer_best) of the same seed.\n"
+        "real tok/s: non-padding tokens / optimizer-step seconds. x tuned: against the tuned Trainer (trainer_best) of the same seed.\n"
         "wall s: the whole train() call (tunesmith's includes its per-epoch evaluation and checkpoints).\n"
         f"MFU: 6 x {info['model_parameters']['non_embedding']:,} non-embedding parameters x tokens / step seconds, against the "
         f"matmul peak of the arm's precision (fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s); "
@@ -665,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
             "notes": {
                 "train_samples_per_second": "examples / optimizer-step seconds (tunesmith StepTimer in every arm)",
                 "wall_seconds": "Trainer.train() / tunesmith's train() including its per-epoch evaluation and checkpoints",
+                "real_tokens_per_second": "non-padding tokens / optimizer-step seconds",
                 "mfu_padded": "6 x non-embedding params x tokens incl. padding / step seconds / matmul peak of the arm's precision",
                 "mfu_useful": "as mfu_padded, counting only non-padding tokens",
                 "tokens": "counted at the word embedding in training-mode forward passes",
