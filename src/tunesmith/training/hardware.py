@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import os
 import platform
 from typing import Any
@@ -112,3 +114,14 @@ def library_versions() -> dict[str, str]:
         with contextlib.suppress(md.PackageNotFoundError):
             out[name] = md.version(name)
     return out
+
+
+def release_memory() -> None:
+    """Collect garbage and hand the freed heap back to the OS (glibc's ``malloc_trim``; elsewhere collection only).
+
+    PyTorch's CPU allocator frees into the C heap, which keeps the pages: after training, a process holds
+    the high-water mark of every batch shape it saw, and whatever runs next (the report) would add to it.
+    """
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
