@@ -35,12 +35,12 @@ def apply_method(model: torch.nn.Module, cfg: ModelConfig, task_type: str = "SEQ
             param.requires_grad = is_head_parameter(name, model.base_model_prefix)
         return model
     if cfg.method == "full":
-        freeze_lower(model.encoder if _is_wrapper(model) else model, cfg, auto_freeze_layers)
+        freeze_lower(_transformer(model), cfg, auto_freeze_layers)
         return model
     if cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
 
-        inner = model.encoder if _is_wrapper(model) else model
+        inner = _transformer(model)
         # the new head is trained in full (PEFT's modules_to_save), so it must not also get adapters
         head = [name for name, _ in inner.named_children() if name != inner.base_model_prefix]
         lora = LoraConfig(
@@ -76,7 +76,13 @@ def freeze_lower(model: torch.nn.Module, cfg: ModelConfig, auto_layers: int = 0)
         ``{"embeddings": 0|1, "layers": N}``: what was frozen.
     """
     layers = transformer_layers(model)
-    n_layers = cfg.freeze_layers if cfg.freeze_layers != "auto" else 0
+    embeddings = cfg.freeze_embeddings
+    if embeddings == "auto":  # measured on encoders; a decoder's output layer often shares the embeddings
+        embeddings = not _ties_embeddings(model) and not is_generative(model.config)
+    if cfg.freeze_layers != "auto":
+        n_layers = cfg.freeze_layers
+    else:
+        n_layers = auto_layers if embeddings and len(layers or []) >= AUTO_FREEZE_MIN_LAYERS else 0
     if layers is None and n_layers:
         raise UserError(f"`model.freeze_layers` {n_layers}: cannot find the transformer layers of {type(model).__name__}; set it to 0")
     if layers is not None and n_layers >= len(layers):
@@ -84,18 +90,12 @@ def freeze_lower(model: torch.nn.Module, cfg: ModelConfig, auto_layers: int = 0)
             f"`model.freeze_layers` {n_layers} leaves nothing to fine-tune: {type(model).__name__} has {len(layers)} layers; "
             f"choose at most {len(layers) - 1}, or use --method freeze to train the head only"
         )
-    embeddings = cfg.freeze_embeddings
-    if embeddings == "auto":  # measured on encoders; a decoder's output layer often shares the embeddings
-        embeddings = not _ties_embeddings(model) and not is_generative(model.config)
-    if cfg.freeze_layers == "auto" and embeddings and layers is not None and len(layers) >= AUTO_FREEZE_MIN_LAYERS:
-        n_layers = auto_layers
     if n_layers and not embeddings:
         raise UserError(
             "`model.freeze_layers` needs frozen embeddings (gradients would still flow through every layer); drop --freeze-embeddings false"
         )
     if embeddings:
-        block = getattr(model.base_model, "embeddings", None)
-        (block if isinstance(block, torch.nn.Module) else model.get_input_embeddings()).requires_grad_(False)
+        embedding_block(model).requires_grad_(False)
     for layer in (layers or [])[:n_layers]:
         layer.requires_grad_(False)
     return {"embeddings": int(bool(embeddings)), "layers": n_layers}
@@ -103,18 +103,21 @@ def freeze_lower(model: torch.nn.Module, cfg: ModelConfig, auto_layers: int = 0)
 
 def describe_frozen(model: torch.nn.Module) -> str:
     """What :func:`freeze_lower` left fixed, for the run header: ``"embeddings and lowest 1 of 6 layers fixed"``, or ``""``."""
-    inner = model.encoder if _is_wrapper(model) else model
-    block = getattr(getattr(inner, "base_model", inner), "embeddings", None)
-    if not isinstance(block, torch.nn.Module):
-        block = inner.get_input_embeddings() if hasattr(inner, "get_input_embeddings") else None
+    inner = _transformer(model)
     parts = []
-    if block is not None and not any(p.requires_grad for p in block.parameters()):
+    if not any(p.requires_grad for p in embedding_block(inner).parameters()):
         parts.append("embeddings")
     layers = transformer_layers(inner) or []
     fixed = next((i for i, layer in enumerate(layers) if any(p.requires_grad for p in layer.parameters())), len(layers))
     if fixed:
         parts.append(f"lowest {fixed} of {len(layers)} layers")
     return f"{' and '.join(parts)} fixed" if parts else ""
+
+
+def embedding_block(model: torch.nn.Module) -> torch.nn.Module:
+    """The embedding block (word, position and type embeddings with their norm), or the input embeddings alone."""
+    block = getattr(model.base_model, "embeddings", None)
+    return block if isinstance(block, torch.nn.Module) else model.get_input_embeddings()
 
 
 def transformer_layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
@@ -129,6 +132,11 @@ def transformer_layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
 def _ties_embeddings(model: torch.nn.Module) -> bool:
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     return output is not None and output.weight is model.get_input_embeddings().weight
+
+
+def _transformer(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model itself, or the one a task wrapper (the NER CRF tagger) holds in ``.encoder``."""
+    return model.encoder if _is_wrapper(model) else model
 
 
 def _is_wrapper(model: torch.nn.Module) -> bool:
