@@ -39,7 +39,7 @@ def last_layer(model: torch.nn.Module) -> torch.nn.Module | None:
 
     Works through a PEFT wrapper (LoRA swaps the linear modules, not the layer).
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _without_peft(model)
     if type(base).__name__ not in FIRST_TOKEN_HEADS:
         return None
     encoder = getattr(getattr(base, base.base_model_prefix, None), "encoder", None)
@@ -61,6 +61,10 @@ def last_layer(model: torch.nn.Module) -> torch.nn.Module | None:
     return layer
 
 
+def _without_peft(model: torch.nn.Module) -> torch.nn.Module:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def applies(model: torch.nn.Module, requested: bool | str) -> bool:
     """Whether to compute the last layer for the first token only: ``auto`` where the model allows it.
 
@@ -71,9 +75,8 @@ def applies(model: torch.nn.Module, requested: bool | str) -> bool:
         return False
     supported = last_layer(model) is not None
     if requested is True and not supported:
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
         raise UserError(
-            f"`model.pooled_last_layer` true: {type(base).__name__} is not a first-token sequence classifier with BERT-style layers "
+            f"`model.pooled_last_layer` true: {type(_without_peft(model)).__name__} is not a first-token sequence classifier with BERT-style layers "
             f"(supported: {', '.join(FIRST_TOKEN_HEADS)}); set it to auto or false"
         )
     return supported
